@@ -1,0 +1,33 @@
+# Every target installs what it needs: a fresh clone runs `make demo` or `make test` directly.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3 2>/dev/null)
+
+.PHONY: install test lint bench bench-embedded clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { \
+	  echo "msgstatus needs Python 3.13 (mongoeco requires it); found $$($(PYTHON) --version 2>&1) at '$(PYTHON)'." >&2; \
+	  echo "Install 3.13 (e.g. 'pyenv install 3.13') or run 'make PYTHON=/path/to/python3.13'." >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install lint
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: bench-embedded
+
+bench-embedded: install
+	$(PY) -m bench.embedded
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

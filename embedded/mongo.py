@@ -1,0 +1,80 @@
+"""The embedded MongoDB-compatible server: mongoeco's wire proxy, made fit to serve.
+
+In memory, one process, one asyncio loop. It adds to mongoeco's proxy the
+change streams (``embedded.changestream``), document-level transaction
+conflicts and constant-time inserts (``embedded.engine``), and a failed commit
+that ends its transaction instead of pinning the session to an old snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from mongoeco.api import AsyncMongoClient
+from mongoeco.wire import AsyncMongoEcoProxyServer
+from mongoeco.wire.sessions import WireSessionStore
+
+from embedded.changestream import ChangeStreamBridge
+from embedded.defaults import HISTORY_SIZE
+from embedded.engine import EmbeddedEngine
+
+log = logging.getLogger(__name__)
+
+def _end_transaction_on_failed_commit(store: WireSessionStore) -> None:
+    """Make a failed commitTransaction abort, as MongoDB does, so the session is usable again."""
+
+    def commit_transaction(body: dict[str, Any]) -> dict[str, Any]:
+        session = store._require_session(body)
+        if session.transaction_active:
+            try:
+                session.commit_transaction()
+            except Exception:
+                session.abort_transaction()
+                raise
+        return {"ok": 1.0}
+
+    store.commit_transaction = commit_transaction  # type: ignore[method-assign]
+
+
+class EmbeddedMongo:
+    """One embedded server; ``await start()``, then ``await close()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, history_size: int = HISTORY_SIZE) -> None:
+        self.client = AsyncMongoClient(
+            engine=EmbeddedEngine(), change_stream_history_size=history_size
+        )
+        self.proxy = AsyncMongoEcoProxyServer(client=self.client, host=host, port=port)
+        self.streams = ChangeStreamBridge(self.client)
+        self.streams.install(self.proxy._executor)
+        _end_transaction_on_failed_commit(self.proxy._session_store)
+
+    async def start(self) -> str:
+        """Start listening; returns the URI clients use."""
+        await self.client._engine.connect()
+        address = await self.proxy.start()
+        return address.uri
+
+    async def close(self) -> None:
+        """Stop listening and release every cursor."""
+        self.streams.close()
+        await self.proxy.close()
+        await self.client._engine.disconnect()
+
+
+async def serve(host: str, port: int, history_size: int = HISTORY_SIZE) -> None:
+    """Run the embedded server until SIGTERM or SIGINT."""
+    server = EmbeddedMongo(host, port, history_size)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    uri = await server.start()
+    log.info("embedded MongoDB (in-memory, data is lost on exit) listening on %s", uri)
+    try:
+        await stop.wait()
+    finally:
+        log.info("embedded MongoDB stopping")
+        await server.close()

@@ -1,0 +1,1 @@
+"""The status job and the sweep (see issue: the status job)."""

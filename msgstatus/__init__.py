@@ -1,0 +1,1 @@
+"""msgstatus: delivery status of support SMS and email messages, by events instead of polling."""

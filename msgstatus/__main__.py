@@ -1,0 +1,3 @@
+from msgstatus.cli import main
+
+main()

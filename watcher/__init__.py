@@ -1,0 +1,1 @@
+"""The change-stream watcher (see issue: the watcher)."""
