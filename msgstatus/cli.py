@@ -1,13 +1,34 @@
-"""The ``msgstatus`` command line."""
+"""The ``msgstatus`` command line. Settings are read from the environment here, once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from typing import Any
 
 import click
 
 from embedded.defaults import HISTORY_SIZE
 from msgstatus import logs
+from msgstatus.settings import ConfigError, Settings
+
+
+def load_settings(process: str, **overrides: object) -> Settings:
+    """Settings from the environment, or exit 2 with the variable at fault named."""
+    try:
+        settings = Settings.from_env().with_(**overrides)
+    except ConfigError as error:
+        click.echo(f"msgstatus: configuration error: {error}", err=True)
+        sys.exit(2)
+    logs.configure(settings.log_level, settings.log_format, process)
+    return settings
+
+
+def exit_if_disabled(settings: Settings) -> None:
+    if not settings.enabled:
+        click.echo("msgstatus: disabled by QM_CONVERSATIONS / QM_SUPPORT_MESSAGE_STATUS; nothing to do", err=True)
+        sys.exit(0)
 
 
 @click.group()
@@ -38,3 +59,58 @@ def redis(host: str, port: int) -> None:
     from embedded.redisserver import exec_redis
 
     exec_redis(host, port)
+
+
+@main.command()
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.option("--simple", is_flag=True, help="SimpleWorker: run jobs in the worker process, no fork per job.")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+def work(workers: int, simple: bool, burst: bool) -> None:
+    """Run RQ workers for status and sweep jobs (forking by default)."""
+    settings = load_settings("worker")
+    exit_if_disabled(settings)
+    try:
+        settings.require_socket()
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    if workers == 1:
+        from msgstatus.workers import run_worker
+
+        run_worker(settings, simple=simple, burst=burst)
+        return
+    from embedded.processes import msgstatus_argv
+    from msgstatus.supervisor import Child, Supervisor
+
+    extra = [*(["--simple"] if simple else []), *(["--burst"] if burst else [])]
+    Supervisor([Child(f"worker-{i + 1}", msgstatus_argv("work", *extra)) for i in range(workers)]).run()
+
+
+@main.command()
+def schedule() -> None:
+    """Run rq-scheduler: enqueue the sweep every SWEEP_INTERVAL seconds."""
+    settings = load_settings("scheduler")
+    exit_if_disabled(settings)
+    from msgstatus.scheduling import run_scheduler
+
+    run_scheduler(settings)
+
+
+@main.command()
+@click.option("--once", is_flag=True, required=True, help="Run one sweep now, in this process.")
+def sweep(once: bool) -> None:
+    """Run one sweep now and print what it found and enqueued (JSON)."""
+    settings = load_settings("sweep")
+    import pymongo
+    import redis as redis_lib
+
+    from jobs import messages
+    from jobs.queueing import Enqueuer, status_queue
+    from jobs.sweep import sweep as run_one
+    from msgstatus.defaults import SWEEP_BATCH
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url)
+    with client, redis_lib.Redis.from_url(settings.redis_url) as r:
+        db = client[settings.database]
+        messages.ensure_indexes(db)
+        result = run_one(db, Enqueuer(status_queue(r)), SWEEP_BATCH)
+    click.echo(json.dumps(result.as_dict()))

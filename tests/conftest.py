@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pymongo
 import pytest
 import redis
+from pymongo.database import Database
 
-from embedded.processes import free_port, start_server, stop
+from embedded.processes import free_port, msgstatus_argv, start_server, stop
+from msgstatus.receiver import SocketReceiver
 
 HOST = "127.0.0.1"
 LOG_DIR = Path(os.environ.get("MSGSTATUS_TEST_LOGS", "/tmp/msgstatus-test-logs"))
@@ -98,3 +103,82 @@ def redis_url(redis_server: Server) -> Iterator[str]:
     r.flushall()
     yield redis_server.url
     r.close()
+
+
+SECRET = "test-secret-that-is-at-least-32-bytes-long"
+
+
+@pytest.fixture
+def receiver() -> Iterator[SocketReceiver]:
+    """A real HTTP socket-service stand-in that verifies the JWT."""
+    r = SocketReceiver(SECRET).start()
+    yield r
+    r.stop()
+
+
+@dataclass
+class Service:
+    """msgstatus processes for one test, sharing its database, Redis and receiver."""
+
+    env: dict[str, str]
+    mongo_url: str
+    redis_url: str
+    database: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start ``msgstatus ARGS`` in its own process group (so a test can SIGKILL it whole)."""
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        path = LOG_DIR / f"{args[0]}-{uuid.uuid4().hex[:6]}.log"
+        with path.open("wb") as log:
+            process = subprocess.Popen(
+                msgstatus_argv(*args), env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        self.logs.append(path)
+        return process
+
+    def log_text(self) -> str:
+        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')}" for p in self.logs)
+
+    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run ``msgstatus ARGS`` to completion."""
+        return subprocess.run(
+            msgstatus_argv(*args), env={**self.env, **env}, capture_output=True, text=True, timeout=timeout
+        )
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def db(self, client: pymongo.MongoClient) -> Database:
+        return client[self.database]
+
+
+@pytest.fixture
+def service(mongo_server: Server, redis_url: str, db_name: str, receiver: SocketReceiver) -> Iterator[Service]:
+    mongo_url = f"mongodb://{HOST}:{mongo_server.port}/{db_name}?directConnection=true"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "MONGO_DB_URL": mongo_url,
+        "REDIS_URL": redis_url,
+        "APP_SECRET": SECRET,
+        "CONVERSATION_SOCKET": receiver.url,
+        "SWEEP_INTERVAL": "5",
+        "CLAIM_TTL": "60",
+        "LOG_LEVEL": "INFO",
+    }
+    svc = Service(env, mongo_url, redis_url, db_name)
+    yield svc
+    svc.stop_all()

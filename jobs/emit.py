@@ -1,0 +1,73 @@
+"""The ``updateMessage`` emit to the conversation socket service, as the Node service sends it."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import jwt
+from bson import ObjectId
+from bson.decimal128 import Decimal128
+
+from jobs.errors import EmitRejected, RetryableError
+from msgstatus.defaults import JWT_TTL
+
+RETRYABLE_STATUS = frozenset({408, 429})
+"""4xx answers that mean "later", not "never"."""
+
+
+def node_json(value: Any) -> Any:
+    """A BSON value as Node's JSON.stringify of the Mongoose document would write it."""
+    if isinstance(value, dict):
+        return {key: node_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [node_json(item) for item in value]
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, Decimal128):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def socket_token(conversation_id: str, account_id: str, secret: str, now: float | None = None) -> str:
+    """The short-lived HS256 JWT the socket service expects: the seed's claims and nothing else."""
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "conversation_id": conversation_id,
+        "account_id": account_id,
+        "type": "team",
+        "iat": issued,
+        "exp": issued + JWT_TTL,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def emit_update(http: httpx.Client, socket_url: str, message: dict[str, Any], account_id: str, secret: str) -> None:
+    """POST the updated message; RetryableError for what may pass, EmitRejected for what won't."""
+    token = socket_token(str(message["sender_id"]), account_id, secret)
+    try:
+        response = http.post(
+            f"{socket_url.rstrip('/')}/emit",
+            json={"event": "updateMessage", "data": node_json(message)},
+            headers={"Authorization": f"Bearer {token}", "x-account-id": account_id},
+        )
+    except httpx.HTTPError as error:  # connection refused, timeouts, protocol errors
+        raise RetryableError(f"emit to {socket_url} failed: {type(error).__name__}: {error}") from error
+    status = response.status_code
+    if status < 300:
+        return
+    detail = response.text[:200]
+    if status >= 500 or status in RETRYABLE_STATUS:
+        raise RetryableError(f"socket service answered {status}: {detail}")
+    raise EmitRejected(
+        f"socket service refused the emit with {status}: {detail} "
+        "(check APP_SECRET and CONVERSATION_SOCKET; the job is not retried)"
+    )

@@ -1,0 +1,98 @@
+"""The two collections, as the seed has them, and the status job's writes to them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+
+MESSAGES = "support_messages"
+COMMUNICATIONS = "communications"
+CLAIM = "status_claim"
+"""Field holding a worker's lease on a message: {token, until}."""
+
+SOURCES = ("sms", "email")
+
+TRACKED: dict[str, Any] = {
+    "sender_type": "conversation",
+    "source": {"$in": list(SOURCES)},
+    "delivered": {"$exists": False},
+}
+"""A message msgstatus decides: from a conversation, by sms or email, not yet decided."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def unclaimed(at: datetime) -> dict[str, Any]:
+    """No claim, or a claim whose lease has run out."""
+    return {"$or": [{CLAIM: {"$exists": False}}, {f"{CLAIM}.until": {"$lt": at}}]}
+
+
+def claim(db: Database, message_id: ObjectId, ttl: float) -> str | None:  # type: ignore[type-arg]
+    """Lease a tracked message for ``ttl`` seconds; the lease token, or None if decided or leased."""
+    token = uuid.uuid4().hex
+    at = now()
+    claimed = db[MESSAGES].find_one_and_update(
+        {"_id": message_id, **TRACKED, **unclaimed(at)},
+        {"$set": {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}},
+        projection={"_id": 1},
+    )
+    return token if claimed else None
+
+
+def release(db: Database, message_id: ObjectId, token: str) -> None:  # type: ignore[type-arg]
+    """Give up our lease (only ours: a later claimant's stays)."""
+    db[MESSAGES].update_one({"_id": message_id, f"{CLAIM}.token": token}, {"$unset": {CLAIM: ""}})
+
+
+def communication_for(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
+    """The message's communication log: a successful one if any, else the latest."""
+    # Two equality lookups, not one $in: the embedded server's planner uses an
+    # index for equality only. Some writers store the id as a 24-hex string.
+    logs = [
+        log
+        for key in (message_id, str(message_id))
+        for log in db[COMMUNICATIONS].find({"conv_message_id": key})
+    ]
+    if not logs:
+        return None
+    successful = [log for log in logs if log.get("success") is True]
+    return max(successful or logs, key=lambda log: log["_id"])
+
+
+def decide(
+    db: Database,  # type: ignore[type-arg]
+    message_id: ObjectId,
+    token: str,
+    communication: dict[str, Any],
+    session: ClientSession,
+) -> dict[str, Any] | None:
+    """Set delivered and metadata.communication_id and drop our claim; the updated message, or None if
+    our lease was lost meanwhile."""
+    return db[MESSAGES].find_one_and_update(
+        {"_id": message_id, f"{CLAIM}.token": token, "delivered": {"$exists": False}},
+        {
+            "$set": {
+                # Only the boolean true is a success: the seed's truthiness took "false" for one.
+                "delivered": communication.get("success") is True,
+                "metadata.communication_id": communication["_id"],
+            },
+            "$unset": {CLAIM: ""},
+        },
+        return_document=ReturnDocument.AFTER,
+        session=session,
+    )
+
+
+def ensure_indexes(db: Database) -> None:  # type: ignore[type-arg]
+    """The indexes the job and the sweep rely on (idempotent)."""
+    db[COMMUNICATIONS].create_index("conv_message_id")
+    db[MESSAGES].create_index("delivered")
+    db[MESSAGES].create_index("created")

@@ -1,0 +1,88 @@
+"""Putting status jobs on the queue: one job id per message, and the retry schedule."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import tenacity
+from redis import Redis
+from rq import Queue
+from rq.exceptions import DuplicateJobError
+from rq.job import Job, JobStatus
+
+from msgstatus.defaults import MAX_BACKOFF, QUEUE
+
+log = logging.getLogger(__name__)
+
+FAILURE_TTL = 7 * 24 * 3600
+"""Seconds a failed job stays in RQ's failed registry (and keeps the sweep off that message)."""
+
+_BACKOFF = tenacity.wait_exponential(multiplier=1, min=1, max=MAX_BACKOFF)
+
+Outcome = Literal["enqueued", "waiting", "follow-up", "failed"]
+
+
+def retry_delay(attempt: int) -> int:
+    """Seconds to wait after failed attempt number ``attempt``: 1, 2, 4, 8... (tenacity's schedule)."""
+    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return round(_BACKOFF(state))
+
+
+def job_id(message_id: str) -> str:
+    """The job id of a message's status job (RQ allows letters, digits, _ and -)."""
+    return f"status-{message_id}"
+
+
+def status_queue(redis: Redis) -> Queue:
+    return Queue(QUEUE, connection=redis)
+
+
+@dataclass
+class Enqueuer:
+    """Enqueues status jobs so that a message has at most one job waiting."""
+
+    queue: Queue
+
+    def enqueue(self, message_id: str) -> Outcome:
+        """Queue the status job of ``message_id`` unless one is already waiting for it."""
+        from jobs.status import check_message_status
+
+        primary = job_id(message_id)
+        try:
+            self._enqueue(check_message_status, message_id, primary)
+            return "enqueued"
+        except DuplicateJobError:
+            pass
+        status = self._status(primary)
+        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            return "waiting"
+        if status == JobStatus.FAILED:
+            return "failed"  # left for `msgstatus requeue --failed`, not retried in a storm
+        # The job is running and may have looked before this event: one follow-up
+        # run after it (the claim makes a second run harmless).
+        try:
+            self._enqueue(check_message_status, message_id, f"{primary}-again")
+            return "follow-up"
+        except DuplicateJobError:
+            return "waiting"
+
+    def _enqueue(self, func: Callable[..., Any], message_id: str, jid: str) -> None:
+        self.queue.enqueue(
+            func,
+            message_id,
+            job_id=jid,
+            unique=True,
+            result_ttl=0,
+            failure_ttl=FAILURE_TTL,
+            description=f"delivery status of message {message_id}",
+        )
+
+    def _status(self, jid: str) -> JobStatus | None:
+        try:
+            return Job.fetch(jid, connection=self.queue.connection).get_status(refresh=False)
+        except Exception:  # vanished between the two calls
+            return None

@@ -1,0 +1,98 @@
+"""The status job: claim a message, find its communication log, decide it and emit, in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from rq import Retry, get_current_job
+
+from jobs import context, messages
+from jobs.emit import emit_update
+from jobs.errors import BadMessage, PermanentError, RetryableError
+from jobs.queueing import retry_delay
+from msgstatus.defaults import MAX_ATTEMPTS
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["delivered", "failed", "waiting", "skipped"]
+
+
+def check_message_status(message_id: str) -> Outcome | Retry:
+    """RQ job: decide one message from its communication log and tell the socket service.
+
+    Returns what happened, or an RQ ``Retry`` to run again after a backoff when
+    something that may pass failed; raises when retrying cannot help or after
+    the last attempt, so that RQ's failed registry holds the reason.
+    """
+    res = context.resources()
+    try:
+        oid = ObjectId(message_id)
+    except (InvalidId, TypeError):
+        raise BadMessage(f"message id {message_id!r} is not an ObjectId") from None
+    started = time.monotonic()
+    token = messages.claim(res.db, oid, res.settings.claim_ttl)
+    if token is None:
+        log.debug("message %s: decided already or claimed by another worker, skipped", message_id)
+        return "skipped"
+    try:
+        outcome = _decide_and_emit(oid, token)
+    except RetryableError as error:
+        messages.release(res.db, oid, token)
+        return _retry_or_give_up(message_id, error)
+    except PyMongoError as error:
+        messages.release(res.db, oid, token)
+        if _transient(error):
+            return _retry_or_give_up(message_id, RetryableError(f"database: {error}"))
+        raise PermanentError(f"message {message_id}: database refused the update: {error}") from error
+    except BaseException:
+        messages.release(res.db, oid, token)
+        raise
+    log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
+    return outcome
+
+
+def _decide_and_emit(oid: ObjectId, token: str) -> Outcome:
+    res = context.resources()
+    communication = messages.communication_for(res.db, oid)
+    if communication is None:
+        # The provider's callback has not arrived; its insert brings the message back.
+        messages.release(res.db, oid, token)
+        return "waiting"
+    account_id = communication.get("account_id")
+    if account_id is None:
+        raise BadMessage(f"communication {communication['_id']} for message {oid} has no account_id")
+    socket = res.settings.require_socket()
+    with res.client.start_session() as session, session.start_transaction():
+        updated = messages.decide(res.db, oid, token, communication, session)
+        if updated is None:
+            session.abort_transaction()
+            return "skipped"  # our lease ran out and another worker took the message
+        if updated.get("sender_id") is None:
+            raise BadMessage(f"message {oid} has no sender_id: no conversation to notify")
+        # Emit before commit, as the seed does: a failed emit leaves the message undecided.
+        emit_update(res.http, socket, updated, str(account_id), res.settings.app_secret)
+    return "delivered" if updated["delivered"] else "failed"
+
+
+def _transient(error: PyMongoError) -> bool:
+    if isinstance(error, ConnectionFailure):
+        return True
+    return isinstance(error, OperationFailure) and (
+        error.has_error_label("TransientTransactionError") or error.code in {112, 189, 91, 11600, 11602}
+    )
+
+
+def _retry_or_give_up(message_id: str, error: Exception) -> Retry:
+    job = get_current_job()
+    attempt = (job.number_of_retries or 0) + 1 if job else MAX_ATTEMPTS
+    if attempt >= MAX_ATTEMPTS:
+        raise RetryableError(f"message {message_id}: gave up after {attempt} attempts: {error}") from error
+    delay = retry_delay(attempt)
+    log.warning("message %s: attempt %d failed (%s), retrying in %ds", message_id, attempt, error, delay)
+    return Retry(max=MAX_ATTEMPTS - 1, interval=delay)
+

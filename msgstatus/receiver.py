@@ -1,0 +1,131 @@
+"""A small stand-in for the conversation socket service: ``POST /emit``, JWT verified, emits recorded.
+
+Used by the demo and the tests. It verifies what the real service would: the
+HS256 signature with APP_SECRET, the expiry, the seed's claims, and that
+``x-account-id`` matches the token's ``account_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+
+EXPECTED_CLAIMS = {"conversation_id", "account_id", "type", "iat", "exp"}
+
+
+@dataclass
+class Emit:
+    """One accepted ``updateMessage`` emit."""
+
+    received: float
+    headers: dict[str, str]
+    body: dict[str, Any]
+    claims: dict[str, Any]
+
+    @property
+    def message_id(self) -> str:
+        return str(self.body["data"]["_id"])
+
+
+@dataclass
+class Behaviour:
+    """How the receiver answers: a status to return, or a delay before answering."""
+
+    status: int = 200
+    delay: float = 0.0
+    fail_next: list[int] = field(default_factory=list)
+
+
+class SocketReceiver:
+    """A threaded HTTP server on 127.0.0.1; ``start()``, ``emits``, ``stop()``."""
+
+    def __init__(self, secret: str, port: int = 0) -> None:
+        self.secret = secret
+        self.emits: list[Emit] = []
+        self.rejected: list[tuple[int, str]] = []
+        self.requests = 0
+        self.behaviour = Behaviour()
+        self.listeners: list[Any] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> SocketReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def emits_for(self, message_id: str) -> list[Emit]:
+        with self._lock:
+            return [e for e in self.emits if e.message_id == message_id]
+
+    def _answer(self) -> tuple[int, float]:
+        with self._lock:
+            self.requests += 1
+            if self.behaviour.fail_next:
+                return self.behaviour.fail_next.pop(0), 0.0
+            return self.behaviour.status, self.behaviour.delay
+
+    def _verify(self, headers: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            raise ValueError("no bearer token")
+        claims = jwt.decode(auth[7:], self.secret, algorithms=["HS256"], options={"require": ["exp", "iat"]})
+        if set(claims) != EXPECTED_CLAIMS or claims["type"] != "team":
+            raise ValueError(f"unexpected claims {sorted(claims)}")
+        if headers.get("x-account-id") != claims["account_id"]:
+            raise ValueError("x-account-id does not match the token")
+        if body.get("event") != "updateMessage" or not isinstance(body.get("data"), dict):
+            raise ValueError("not an updateMessage event")
+        return claims
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                raw = self.rfile.read(length)
+                status, delay = receiver._answer()
+                if delay:
+                    time.sleep(delay)
+                if status == 200 and self.path == "/emit":
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    try:
+                        body = json.loads(raw)
+                        claims = receiver._verify(headers, body)
+                    except (ValueError, jwt.PyJWTError) as error:
+                        with receiver._lock:
+                            receiver.rejected.append((401, str(error)))
+                        status = 401
+                    else:
+                        emit = Emit(time.time(), headers, body, claims)
+                        with receiver._lock:
+                            receiver.emits.append(emit)
+                        for listener in receiver.listeners:
+                            listener(emit)
+                elif self.path != "/emit":
+                    status = 404
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"ok": %s}' % (b"true" if status == 200 else b"false"))
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler

@@ -1,0 +1,243 @@
+"""The status job through real RQ workers, a real embedded MongoDB and a real HTTP receiver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+
+import pymongo
+import pytest
+import redis
+from bson import ObjectId
+from rq import Queue
+from rq.job import Job
+
+from jobs.messages import CLAIM
+from jobs.queueing import Enqueuer, job_id, status_queue
+from msgstatus.defaults import QUEUE
+from tests import factories
+from tests.conftest import SECRET
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def db(service, client):
+    return client[service.database]
+
+
+@pytest.fixture
+def queue(service):
+    r = redis.Redis.from_url(service.redis_url)
+    yield status_queue(r)
+    r.close()
+
+
+def enqueue(queue: Queue, message_id: ObjectId) -> str:
+    return Enqueuer(queue).enqueue(str(message_id))
+
+
+def decided(db, message_id):
+    return db.support_messages.find_one({"_id": message_id, "delivered": {"$exists": True}})
+
+
+def job_done(queue: Queue, message_id) -> bool:
+    """The job ran and left nothing behind (finished jobs are not kept)."""
+    return not Job.exists(job_id(str(message_id)), connection=queue.connection) and queue.count == 0
+
+
+def test_comm_log_arriving_after_message_marks_it_delivered(service, db, queue, receiver):
+    # Given a tracked message, then its successful communication log
+    mid = factories.message(db)
+    cid = factories.communication(db, mid)
+    service.spawn("work")
+    # When its status job runs
+    enqueue(queue, mid)
+    # Then it is delivered, with the communication id, and exactly one emit says so
+    doc = wait_until(lambda: decided(db, mid), 20, "the message to be decided")
+    assert doc["delivered"] is True
+    assert doc["metadata"] == {"agent": "a-1", "communication_id": cid}
+    assert CLAIM not in doc
+    wait_until(lambda: receiver.emits_for(str(mid)), 5, "the emit")
+    (emit,) = receiver.emits_for(str(mid))
+    comm = db.communications.find_one({"_id": cid})
+    assert emit.body["event"] == "updateMessage"
+    data = emit.body["data"]
+    assert data["_id"] == str(mid) and data["delivered"] is True
+    assert data["sender_id"] == str(doc["sender_id"])
+    assert data["metadata"]["communication_id"] == str(cid)
+    assert data["created"].endswith("Z") and len(data["created"]) == len("2026-01-01T00:00:00.000Z")
+    assert emit.headers["x-account-id"] == str(comm["account_id"])
+    assert emit.claims["conversation_id"] == str(doc["sender_id"])
+    assert emit.claims["account_id"] == str(comm["account_id"])
+    assert emit.claims["type"] == "team"
+    assert emit.claims["exp"] - emit.claims["iat"] == 120
+
+
+def test_message_arriving_after_its_comm_log_marks_it_delivered(service, db, queue, receiver):
+    mid = ObjectId()
+    factories.communication(db, mid)
+    factories.message(db, _id=mid)
+    service.spawn("work")
+    enqueue(queue, mid)
+    assert wait_until(lambda: decided(db, mid), 20, "the message to be decided")["delivered"] is True
+    wait_until(lambda: receiver.emits_for(str(mid)), 5, "the emit")
+    assert len(receiver.emits_for(str(mid))) == 1
+
+
+@pytest.mark.parametrize("success", [False, "false", 0, None, "true"])
+def test_anything_but_boolean_true_success_marks_it_not_delivered(service, db, queue, receiver, success):
+    mid = factories.message(db)
+    factories.communication(db, mid, success=success)
+    service.spawn("work")
+    enqueue(queue, mid)
+    assert wait_until(lambda: decided(db, mid), 20, "the message to be decided")["delivered"] is False
+    wait_until(lambda: receiver.emits_for(str(mid)), 5, "the emit")
+    assert receiver.emits_for(str(mid))[0].body["data"]["delivered"] is False
+
+
+def test_a_successful_log_wins_over_a_failed_one(service, db, queue, receiver):
+    mid = factories.message(db)
+    factories.communication(db, mid, success=False)
+    good = factories.communication(db, mid, success=True)
+    factories.communication(db, mid, success=False)
+    service.spawn("work")
+    enqueue(queue, mid)
+    doc = wait_until(lambda: decided(db, mid), 20, "the message to be decided")
+    assert doc["delivered"] is True and doc["metadata"]["communication_id"] == good
+
+
+def test_no_comm_log_leaves_the_message_untouched_and_emits_nothing(service, db, queue, receiver):
+    mid = factories.message(db)
+    before = db.support_messages.find_one({"_id": mid})
+    service.spawn("work")
+    enqueue(queue, mid)
+    wait_until(lambda: job_done(queue, mid), 20, "the job to finish")
+    assert db.support_messages.find_one({"_id": mid}) == before
+    assert receiver.requests == 0
+
+
+def test_messages_of_other_senders_or_sources_or_already_decided_are_never_touched(service, db, queue, receiver):
+    others = [
+        factories.message(db, sender_type="contact"),
+        factories.message(db, source="chat"),
+        factories.message(db, delivered=False),
+    ]
+    for mid in others:
+        factories.communication(db, mid)
+    before = {mid: db.support_messages.find_one({"_id": mid}) for mid in others}
+    service.spawn("work")
+    for mid in others:
+        enqueue(queue, mid)
+    assert service.run("sweep", "--once").returncode == 0
+    wait_until(lambda: all(job_done(queue, mid) for mid in others), 20, "the jobs to finish")
+    assert {mid: db.support_messages.find_one({"_id": mid}) for mid in others} == before
+    assert receiver.requests == 0
+
+
+def test_socket_down_is_retried_then_delivered_once_it_is_back(service, db, queue, receiver):
+    receiver.behaviour.fail_next = [503, 502]
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work")
+    enqueue(queue, mid)
+    # Attempt 1 fails, retry after 1 s fails, retry after 2 s succeeds.
+    assert wait_until(lambda: decided(db, mid), 30, "the retried message to be decided")["delivered"] is True
+    assert receiver.requests == 3
+    assert len(receiver.emits_for(str(mid))) == 1
+
+
+def test_socket_unreachable_is_retried_too(service, db, queue, receiver):
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work", CONVERSATION_SOCKET="http://127.0.0.1:9")  # nothing listens on the discard port
+    enqueue(queue, mid)
+    job = wait_until(
+        lambda: Job.exists(job_id(str(mid)), connection=queue.connection)
+        and Job.fetch(job_id(str(mid)), connection=queue.connection).get_status() == "scheduled",
+        20, "the job to be scheduled for a retry",
+    )
+    assert job
+    assert db.support_messages.find_one({"_id": mid}).get("delivered") is None
+
+
+def test_a_401_fails_at_once_and_leaves_the_message_untouched(service, db, queue, receiver):
+    receiver.behaviour.status = 401
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    before = db.support_messages.find_one({"_id": mid})
+    service.spawn("work")
+    enqueue(queue, mid)
+    registry = Queue(QUEUE, connection=queue.connection).failed_job_registry
+    wait_until(lambda: job_id(str(mid)) in registry.get_job_ids(), 20, "the job in the failed registry")
+    job = Job.fetch(job_id(str(mid)), connection=queue.connection)
+    assert str(mid) in job.description and job.args == (str(mid),)
+    assert "refused the emit with 401" in job.latest_result().exc_string
+    assert receiver.requests == 1
+    assert db.support_messages.find_one({"_id": mid}) == before
+
+
+def test_a_worker_killed_mid_job_leaves_a_claim_that_expires_and_the_next_sweep_finishes_it(
+    service, db, queue, receiver
+):
+    receiver.behaviour.delay = 30  # the emit hangs: the worker is mid-job when killed
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    worker = service.spawn("work", CLAIM_TTL="3")
+    enqueue(queue, mid)
+    wait_until(lambda: receiver.requests == 1, 20, "the job to reach the emit")
+    os.killpg(worker.pid, signal.SIGKILL)
+    claim = db.support_messages.find_one({"_id": mid})[CLAIM]
+    assert claim["until"].replace(tzinfo=UTC) > datetime.now(UTC)
+    receiver.behaviour.delay = 0
+    service.spawn("work", CLAIM_TTL="3")
+    service.spawn("schedule", SWEEP_INTERVAL="1")
+    doc = wait_until(lambda: decided(db, mid), 30, "the message to be decided after the lease expired")
+    assert doc["delivered"] is True and CLAIM not in doc
+    assert len(receiver.emits_for(str(mid))) >= 1
+
+
+def test_two_sweeps_at_once_make_one_emit_per_message(service, db, queue, receiver):
+    mids = [factories.message(db) for _ in range(20)]
+    for mid in mids:
+        factories.communication(db, mid)
+    a, b = service.spawn("sweep", "--once"), service.spawn("sweep", "--once")
+    assert a.wait(30) == 0 and b.wait(30) == 0
+    service.spawn("work")
+    wait_until(lambda: all(decided(db, mid) for mid in mids), 30, "every message to be decided")
+    wait_until(lambda: len(receiver.emits) >= 20, 5, "the emits")
+    time.sleep(0.5)  # let any stray duplicate arrive before counting (it would fail the test)
+    assert sorted(e.message_id for e in receiver.emits) == sorted(str(m) for m in mids)
+
+
+def test_sweep_only_mode_delivers_a_batch_of_200_within_two_sweep_intervals(service, db, receiver):
+    # SimpleWorkers: forking ones take ~6 s for 200 jobs here (a fresh MongoClient per
+    # horse), which with a sweep due up to 5 s after the last write can exceed 10 s.
+    service.spawn("work", "--workers", "2", "--simple")
+    service.spawn("schedule")
+    with pymongo.MongoClient(service.mongo_url) as writer:
+        wdb = writer[service.database]
+        mids = [factories.message(wdb) for _ in range(200)]
+        for mid in mids:
+            factories.communication(wdb, mid)
+        last_write = time.monotonic()
+    wait_until(lambda: db.support_messages.count_documents({"delivered": True}) == 200, 30, "200 delivered")
+    elapsed = time.monotonic() - last_write
+    assert elapsed <= 2 * 5, f"took {elapsed:.1f}s after the last write"
+    assert len({e.message_id for e in receiver.emits}) == 200
+    assert len(receiver.emits) == 200
+
+
+def test_the_receiver_rejects_a_token_signed_with_another_secret(receiver):
+    import httpx
+
+    from jobs.emit import socket_token
+
+    token = socket_token("c", "a", "another-secret-that-is-32-bytes-long!!")
+    response = httpx.post(
+        f"{receiver.url}/emit", json={"event": "updateMessage", "data": {"_id": "x"}},
+        headers={"Authorization": f"Bearer {token}", "x-account-id": "a"},
+    )
+    assert response.status_code == 401 and not receiver.emits
+    assert SECRET  # the receiver verifies with the test secret
