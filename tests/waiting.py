@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+def wait_until[T](check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     """Return ``check()``'s first truthy value; fail naming ``what`` once ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while True:
