@@ -114,3 +114,39 @@ def sweep(once: bool) -> None:
         messages.ensure_indexes(db)
         result = run_one(db, Enqueuer(status_queue(r)), SWEEP_BATCH)
     click.echo(json.dumps(result.as_dict()))
+
+
+@main.command()
+def watch() -> None:
+    """Run the watcher: change streams on support_messages and communications enqueue status jobs."""
+    settings = load_settings("watcher")
+    exit_if_disabled(settings)
+    if settings.sweep_only:
+        click.echo("msgstatus: SWEEP_ONLY is set; the watcher has nothing to do", err=True)
+        sys.exit(0)
+    from watcher.runner import run_watcher
+
+    run_watcher(settings)
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.option("--simple", is_flag=True, help="SimpleWorkers (no fork per job).")
+@click.option("--sweep-only", is_flag=True, help="No watcher: the sweep alone finds messages (SWEEP_ONLY=1).")
+@click.option("--mongo-port", default=27017, show_default=True, type=int, help="Embedded MongoDB port.")
+@click.option("--redis-port", default=6379, show_default=True, type=int, help="Embedded Redis port.")
+def run(workers: int, simple: bool, sweep_only: bool, mongo_port: int, redis_port: int) -> None:
+    """Run everything: embedded servers when nothing is configured, watcher, workers, scheduler."""
+    settings = load_settings("run")
+    exit_if_disabled(settings)
+    try:
+        settings.require_socket()
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    from msgstatus.service import run_all
+
+    try:
+        run_all(settings.with_(sweep_only=settings.sweep_only or sweep_only), workers, simple, mongo_port, redis_port)
+    except ConfigError as error:
+        click.echo(f"msgstatus: {error}", err=True)
+        sys.exit(2)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from embedded.processes import wait_for_port
+
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0
@@ -29,6 +31,8 @@ class Child:
     name: str
     argv: Sequence[str]
     env: dict[str, str] | None = None
+    port: int | None = None
+    """A server's port: later children start once it listens, and it stops after them."""
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     failures: int = 0
@@ -40,6 +44,8 @@ class Child:
         self.started = time.monotonic()
         self.pids.append(self.process.pid)
         log.info("started %s (pid %d)", self.name, self.process.pid)
+        if self.port is not None:
+            wait_for_port("127.0.0.1", self.port, 30, self.process)
 
 
 class Supervisor:
@@ -82,7 +88,12 @@ class Supervisor:
             child.process, child.restart_at = None, now + delay
 
     def _stop_all(self) -> None:
-        running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        # Clients first, then the servers they use.
+        self._stop([c for c in self.children if c.port is None])
+        self._stop([c for c in self.children if c.port is not None])
+
+    def _stop(self, children: list[Child]) -> None:
+        running = [c for c in children if c.process is not None and c.process.poll() is None]
         for child in running:
             assert child.process is not None
             child.process.terminate()

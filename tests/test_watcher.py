@@ -1,0 +1,203 @@
+"""The watcher: events enqueue at once, resume after crashes, never stall silently."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import bson
+import pymongo
+import pytest
+import redis
+
+from msgstatus import counters
+from msgstatus.defaults import SWEEP_QUEUE
+from tests import factories
+from tests.conftest import HOST, SECRET, Service, start_mongo
+from tests.waiting import wait_until
+from watcher.lock import LeaderLock
+from watcher.tokens import TokenStore
+
+
+def pairs(db, count: int) -> list:
+    mids = [factories.message(db) for _ in range(count)]
+    for mid in mids:
+        factories.communication(db, mid)
+    return mids
+
+
+def all_decided(db, mids) -> bool:
+    return db.support_messages.count_documents({"_id": {"$in": mids}, "delivered": {"$exists": True}}) == len(mids)
+
+
+def emits_per_message(receiver, mids) -> dict[str, int]:
+    return {str(m): len(receiver.emits_for(str(m))) for m in mids}
+
+
+def active_watcher(service: Service) -> bool:
+    r = redis.Redis.from_url(service.redis_url)
+    try:
+        return LeaderLock.holder(r) is not None and r.hget("msgstatus:watcher:stream:communications", "token")
+    finally:
+        r.close()
+
+
+def catch_up_done(service: Service) -> bool:
+    """The start-up catch-up sweep has run (finished jobs are not kept)."""
+    r = redis.Redis.from_url(service.redis_url)
+    try:
+        return not r.exists("rq:job:msgstatus-catch-up-sweep") and not r.llen(f"rq:queue:{SWEEP_QUEUE}")
+    finally:
+        r.close()
+
+
+def test_an_insert_pair_is_delivered_with_the_scheduler_stopped_so_the_watcher_brought_it(service, client, receiver):
+    db = client[service.database]
+    service.spawn("watch")
+    service.spawn("work")
+    wait_until(lambda: active_watcher(service), 20, "the watcher to be active")
+    wait_until(lambda: catch_up_done(service), 20, "the start-up catch-up sweep to finish")
+    (mid,) = pairs(db, 1)
+    wait_until(lambda: all_decided(db, [mid]), 20, "the watcher-driven delivery")
+    assert emits_per_message(receiver, [mid]) == {str(mid): 1}
+
+
+def test_a_message_arriving_after_its_log_is_caught_by_the_message_stream(service, client, receiver):
+    db = client[service.database]
+    service.spawn("watch")
+    service.spawn("work")
+    wait_until(lambda: active_watcher(service), 20, "the watcher to be active")
+    mid = bson.ObjectId()
+    factories.communication(db, mid)
+    time.sleep(0.3)  # the communication's job runs first and finds no message
+    factories.message(db, _id=mid)
+    wait_until(lambda: all_decided(db, [mid]), 20, "delivery of the comm-first message")
+
+
+def test_fifty_pairs_written_while_the_watcher_is_killed_are_all_delivered_once(service, client, receiver):
+    db = client[service.database]
+    watcher = service.spawn("watch")
+    service.spawn("work", "--workers", "2", "--simple")
+    wait_until(lambda: active_watcher(service), 20, "the watcher to be active")
+    first = pairs(db, 5)
+    wait_until(lambda: all_decided(db, first), 20, "the first pairs")
+    os.killpg(watcher.pid, signal.SIGKILL)
+    watcher.wait(10)
+    down = pairs(db, 50)
+    service.spawn("watch")
+    wait_until(lambda: all_decided(db, down), 30, "all 50 pairs written while the watcher was down")
+    time.sleep(0.5)  # a duplicate emit would arrive now and fail the next line
+    assert set(emits_per_message(receiver, first + down).values()) == {1}
+
+
+def test_a_token_the_server_rejects_gives_a_warning_a_catch_up_sweep_and_loses_nothing(service, client, receiver):
+    db = client[service.database]
+    r = redis.Redis.from_url(service.redis_url)
+    store = TokenStore(r)
+    for stream in ("messages", "communications"):
+        store.save(stream, {"_data": "ff" * 16})  # from "another server": answered with 286
+    missed = pairs(db, 10)  # written before any watcher: only the catch-up sweep can find them
+    service.spawn("watch")
+    service.spawn("work")
+    wait_until(lambda: all_decided(db, missed), 30, "the catch-up sweep's deliveries")
+    assert counters.read(r)["history_lost_recoveries"] >= 2
+    assert store.load("communications") != {"_data": "ff" * 16}
+    later = pairs(db, 3)
+    wait_until(lambda: all_decided(db, later), 20, "events after the recovery")
+    log = service.logs[0].read_text()
+    assert "cannot resume from the stored token" in log
+    assert log.count("catch-up sweep") <= 6, "the watcher must not loop on a dead token"
+    r.close()
+
+
+def test_a_standby_watcher_takes_over_when_the_active_one_is_killed(service, client, receiver):
+    db = client[service.database]
+    a, b = service.spawn("watch"), service.spawn("watch")
+    service.spawn("work")
+    r = redis.Redis.from_url(service.redis_url)
+    holder = wait_until(lambda: LeaderLock.holder(r), 20, "a leader")
+    wait_until(lambda: active_watcher(service), 20, "the active watcher's streams")
+    # Which process holds the lock? The one whose log says it is active.
+    active = a if f"watcher {holder[:8]} is active" in service.logs[0].read_text() else b
+    os.killpg(active.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: LeaderLock.holder(r) not in (None, holder), 20, "the standby to take the lock")
+    took = time.monotonic() - killed_at
+    (mid,) = pairs(db, 1)
+    wait_until(lambda: all_decided(db, [mid]), 20, "delivery by the new active watcher")
+    assert took < 10, f"takeover took {took:.1f}s"
+    r.close()
+
+
+def test_the_watcher_survives_the_database_going_away_for_ten_seconds(redis_url, receiver, db_name):
+    server = start_mongo()
+    url = f"mongodb://{HOST}:{server.port}/{db_name}?directConnection=true"
+    service = Service(
+        {"PATH": os.environ["PATH"], "MONGO_DB_URL": url, "REDIS_URL": redis_url, "APP_SECRET": SECRET,
+         "CONVERSATION_SOCKET": receiver.url}, url, redis_url, db_name,
+    )
+    try:
+        watcher = service.spawn("watch")
+        service.spawn("work", "--simple")
+        wait_until(lambda: active_watcher(service), 20, "the watcher to be active")
+        server.stop()
+        time.sleep(10)  # the outage itself, not a wait for a condition
+        server = start_mongo(port=server.port)
+        with pymongo.MongoClient(url) as client:
+            db = client[db_name]
+            mids = pairs(db, 3)
+            wait_until(lambda: all_decided(db, mids), 60, "deliveries after the database came back")
+        assert watcher.poll() is None, "the watcher died"
+    finally:
+        service.stop_all()
+        server.stop()
+
+
+def test_run_starts_everything_on_the_embedded_default_and_stops_it_on_sigterm(tmp_path, receiver):
+    from embedded.processes import free_port, msgstatus_argv
+
+    mongo_port, redis_port = free_port(), free_port()
+    env = {"PATH": os.environ["PATH"], "CONVERSATION_SOCKET": receiver.url, "APP_SECRET": ""}
+    log_path = tmp_path / "run.log"
+    with log_path.open("wb") as log:
+        run = subprocess.Popen(
+            msgstatus_argv("run", "--workers", "2", "--mongo-port", str(mongo_port), "--redis-port", str(redis_port)),
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        url = f"mongodb://127.0.0.1:{mongo_port}/msgstatus?directConnection=true"
+        r = wait_until(lambda: _redis_with_leader(redis_port), 60, "the embedded servers and an active watcher")
+        r.close()
+        with pymongo.MongoClient(url) as client:
+            (mid,) = pairs(client.msgstatus, 1)
+            wait_until(lambda: all_decided(client.msgstatus, [mid]), 30, "a delivery through `run`")
+    finally:
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(60)
+    text = log_path.read_text()
+    assert code == 0, text
+    for name in ("mongo", "redis", "watcher", "worker-1", "worker-2", "scheduler"):
+        assert f"started {name} (pid" in text, name
+        assert f"{name} (pid" in text.split("started scheduler")[-1], f"no exit line for {name}"
+
+
+def _redis_with_leader(port: int) -> redis.Redis | None:
+    r = redis.Redis(port=port)
+    try:
+        if LeaderLock.holder(r):
+            return r
+    except redis.RedisError:
+        pass
+    r.close()
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _embedded_secret_for_run(request, receiver):
+    """With nothing configured, the embedded default's secret signs the JWT."""
+    if request.node.name.startswith("test_run_"):
+        from msgstatus.defaults import EMBEDDED_APP_SECRET
+
+        receiver.secret = EMBEDDED_APP_SECRET

@@ -1,0 +1,86 @@
+"""The two change streams: what each watches, and which message an event is about."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import OperationFailure
+
+from jobs.messages import COMMUNICATIONS, MESSAGES, SOURCES
+
+HISTORY_LOST = 286
+FATAL_STREAM_ERRORS = {HISTORY_LOST, 280, 260}
+"""ChangeStreamHistoryLost, ChangeStreamFatalError, InvalidResumeToken: start over from now."""
+
+NO_CHANGE_STREAMS = {40573, 13, 303, 115}
+"""Standalone mongod, no privilege, not supported: the deployment runs sweep-only."""
+
+
+class BadEvent(ValueError):
+    """A change event whose document does not name a message."""
+
+
+def message_id_of_message(event: dict[str, Any]) -> str:
+    return str(event["documentKey"]["_id"])
+
+
+def message_id_of_communication(event: dict[str, Any]) -> str:
+    value = (event.get("fullDocument") or {}).get("conv_message_id")
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, str) and ObjectId.is_valid(value):
+        return value
+    raise BadEvent(
+        f"communication {event.get('documentKey', {}).get('_id')} has conv_message_id={value!r}, "
+        "not an ObjectId or a 24-hex string: no message to check"
+    )
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A collection to watch, the server-side filter, and how an event names its message."""
+
+    name: str
+    collection: str
+    pipeline: list[dict[str, Any]]
+    message_id: Callable[[dict[str, Any]], str]
+
+
+STREAMS = (
+    StreamSpec(
+        name="messages",
+        collection=MESSAGES,
+        pipeline=[
+            {"$match": {
+                "operationType": "insert",
+                "fullDocument.sender_type": "conversation",
+                "fullDocument.source": {"$in": list(SOURCES)},
+            }},
+            {"$project": {"documentKey": 1}},
+        ],
+        message_id=message_id_of_message,
+    ),
+    StreamSpec(
+        name="communications",
+        collection=COMMUNICATIONS,
+        pipeline=[
+            {"$match": {"operationType": "insert"}},
+            {"$project": {"documentKey": 1, "fullDocument.conv_message_id": 1}},
+        ],
+        message_id=message_id_of_communication,
+    ),
+)
+
+
+def is_history_lost(error: OperationFailure) -> bool:
+    """The server cannot resume from our token: start from now and sweep to catch up."""
+    return error.code in FATAL_STREAM_ERRORS or ("resume" in str(error).lower() and not error.code)
+
+
+def has_no_change_streams(error: OperationFailure) -> bool:
+    """This deployment offers no change streams (standalone, no privilege, not supported)."""
+    text = str(error)
+    return error.code in NO_CHANGE_STREAMS or ("$changeStream" in text and "nsupported" in text)
