@@ -150,3 +150,16 @@ def run(workers: int, simple: bool, sweep_only: bool, mongo_port: int, redis_por
     except ConfigError as error:
         click.echo(f"msgstatus: {error}", err=True)
         sys.exit(2)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9181, show_default=True, type=int, help="Port to listen on.")
+def dashboard(host: str, port: int) -> None:
+    """Run rq-dashboard against msgstatus's Redis (basic auth from DASHBOARD_USER / DASHBOARD_PASSWORD)."""
+    import os
+
+    settings = load_settings("dashboard")
+    from msgstatus.dashboard import run_dashboard
+
+    run_dashboard(settings, host, port, os.environ.get("DASHBOARD_USER"), os.environ.get("DASHBOARD_PASSWORD"))

@@ -49,4 +49,6 @@ def run_all(settings: Settings, workers: int, simple: bool, mongo_port: int, red
     children.append(Child("scheduler", msgstatus_argv("schedule"), env))
     for child in children:
         child.env = env
+    # One line per child start and exit, whatever LOG_LEVEL says for the rest.
+    logging.getLogger("msgstatus.supervisor").setLevel(logging.INFO)
     Supervisor(children).run()

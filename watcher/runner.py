@@ -15,6 +15,7 @@ import pymongo
 import redis
 from pymongo.errors import OperationFailure, PyMongoError
 from rq import Queue
+from rq.exceptions import DuplicateJobError
 
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import run_sweep
@@ -43,6 +44,8 @@ RECHECK_SWEEP_ONLY = 300.0
 """Seconds between checks whether a sweep-only deployment has gained change streams."""
 
 STATE_KEY = "msgstatus:watcher:state"
+
+CATCH_UP_JOB_ID = "msgstatus-catch-up-sweep"
 
 
 class Backoff:
@@ -201,9 +204,10 @@ class Watcher:
         """One sweep at once, for what happened while nobody watched."""
         counters.incr(self.redis, "catch_up_sweeps")
         log.warning("stream %s: %s; enqueuing a catch-up sweep", spec.name, reason)
-        Queue(SWEEP_QUEUE, connection=self.redis).enqueue(
-            run_sweep, job_id="msgstatus-catch-up-sweep", result_ttl=0, description="catch-up sweep"
-        )
+        with contextlib.suppress(DuplicateJobError):  # one waiting catch-up sweep serves both streams
+            Queue(SWEEP_QUEUE, connection=self.redis).enqueue(
+                run_sweep, job_id=CATCH_UP_JOB_ID, unique=True, result_ttl=0, description="catch-up sweep"
+            )
 
     def _sweep_only(self, spec: StreamSpec, error: OperationFailure) -> None:
         counters.incr(self.redis, "no_change_streams")

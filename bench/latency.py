@@ -1,0 +1,86 @@
+"""Latency from a communication's insert to the emit, through ``msgstatus run`` on the embedded default.
+
+Run: ``python -m bench.latency [--messages 600] [--rate 10] [--simple] [--idle 600]``.
+Prints p50/p95/p99/max, and with --idle the watcher's RSS at start and after that many idle seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from datetime import UTC, datetime
+
+from bson import ObjectId
+
+from bench.service import RunningService, rss_kib
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": q[49], "p95": q[94], "p99": q[98], "max": max(values)}
+
+
+def offer(service: RunningService, messages: int, rate: float) -> list[float]:
+    """Write message + communication pairs at ``rate``/s; latencies (ms) from comm insert to emit."""
+    inserted: dict[str, float] = {}
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def on_emit(emit) -> None:  # type: ignore[no-untyped-def]
+        started = inserted.get(emit.message_id)
+        if started is not None:
+            latencies.append((emit.received - started) * 1000)
+            if len(latencies) >= messages:
+                done.set()
+
+    service.receiver.listeners.append(on_emit)
+    began = time.monotonic()
+    for i in range(messages):
+        mid = ObjectId()
+        service.db.support_messages.insert_one({
+            "_id": mid, "sender_type": "conversation", "sender_id": ObjectId(), "source": "sms",
+            "created": datetime.now(UTC), "metadata": {},
+        })
+        inserted[str(mid)] = time.time()
+        service.db.communications.insert_one(
+            {"conv_message_id": mid, "account_id": ObjectId(), "success": True, "provider": "twilio"}
+        )
+        inserted[str(mid)] = time.time()
+        pause = began + (i + 1) / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    done.wait(60)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--simple", action="store_true")
+    parser.add_argument("--idle", type=float, default=0, help="seconds idle afterwards, for the watcher's RSS")
+    args = parser.parse_args()
+    service = RunningService(["--workers", str(args.workers), *(["--simple"] if args.simple else [])])
+    try:
+        service.wait_ready()
+        watcher = service.children()["watcher"]
+        rss_start = rss_kib(watcher)
+        latencies = offer(service, args.messages, args.rate)
+        stats = percentiles(latencies)
+        kind = "SimpleWorker" if args.simple else "forking Worker"
+        print(f"{len(latencies)}/{args.messages} emits at {args.rate}/s, {args.workers} x {kind}: "
+              + ", ".join(f"{k} {v:.1f} ms" for k, v in stats.items()))
+        print(f"watcher RSS at start {rss_start} KiB, after the run {rss_kib(watcher)} KiB")
+        if args.idle:
+            idle_start = rss_kib(watcher)
+            time.sleep(args.idle)
+            print(f"watcher RSS after {args.idle:.0f}s idle: {rss_kib(watcher)} KiB (was {idle_start} KiB)")
+    finally:
+        service.stop()
+
+
+if __name__ == "__main__":
+    main()

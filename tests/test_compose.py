@@ -1,0 +1,58 @@
+"""docker-compose.yml cannot run here (no Docker engine); check it against the CLI and settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+from msgstatus.cli import main
+from msgstatus.settings import VARIABLES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def msgstatus_services() -> dict[str, dict]:
+    return {
+        name: svc for name, svc in compose()["services"].items()
+        if isinstance(svc.get("command"), list) and svc["command"][0] == "msgstatus"
+    }
+
+
+def test_compose_runs_mongo_as_a_replica_set_with_a_healthcheck_and_redis():
+    services = compose()["services"]
+    assert services["mongo"]["image"] == "mongo:7"
+    assert "--replSet" in services["mongo"]["command"]
+    assert "rs.initiate" in " ".join(services["mongo"]["healthcheck"]["test"])
+    assert services["redis"]["image"] == "redis:7"
+    assert {"watcher", "worker", "scheduler", "dashboard"} <= set(msgstatus_services())
+
+
+def test_every_msgstatus_command_and_option_in_compose_exists_in_the_cli():
+    for name, service in msgstatus_services().items():
+        _, subcommand, *args = service["command"]
+        assert subcommand in main.commands, f"{name}: msgstatus has no command {subcommand!r}"
+        command = main.commands[subcommand]
+        known = {opt for param in command.params if isinstance(param, click.Option) for opt in param.opts}
+        for arg in args:
+            if arg.startswith("--"):
+                assert arg in known, f"{name}: `msgstatus {subcommand}` has no option {arg}"
+        # And the command line parses.
+        command.make_context(subcommand, list(args), resilient_parsing=False)
+
+
+def test_every_variable_in_compose_is_one_msgstatus_reads():
+    for name, service in msgstatus_services().items():
+        for variable in service["environment"]:
+            assert variable in VARIABLES, f"{name}: msgstatus does not read {variable}"
+
+
+def test_the_mongo_url_in_compose_names_the_replica_set_and_the_dashboard_is_published_on_loopback_only():
+    services = msgstatus_services()
+    assert "replicaSet=rs0" in services["watcher"]["environment"]["MONGO_DB_URL"]
+    assert all(port.startswith("127.0.0.1:") for port in services["dashboard"]["ports"])
