@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
-from bench.service import RunningService, rss_kib
+from msgstatus.harness import RunningService, rss_kib
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,16 +36,24 @@ def unclaimed(at: datetime) -> dict[str, Any]:
     return {"$or": [{CLAIM: {"$exists": False}}, {f"{CLAIM}.until": {"$lt": at}}]}
 
 
-def claim(db: Database, message_id: ObjectId, ttl: float) -> str | None:  # type: ignore[type-arg]
-    """Lease a tracked message for ``ttl`` seconds; the lease token, or None if decided or leased."""
+@dataclass(frozen=True)
+class Claim:
+    """Our lease on a message; ``expired`` when it replaced a crashed worker's lease."""
+
+    token: str
+    expired: bool
+
+
+def claim(db: Database, message_id: ObjectId, ttl: float) -> Claim | None:  # type: ignore[type-arg]
+    """Lease a tracked message for ``ttl`` seconds; None if it is decided, not tracked, or leased."""
     token = uuid.uuid4().hex
     at = now()
-    claimed = db[MESSAGES].find_one_and_update(
+    before = db[MESSAGES].find_one_and_update(
         {"_id": message_id, **TRACKED, **unclaimed(at)},
         {"$set": {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}},
-        projection={"_id": 1},
+        projection={CLAIM: 1},
     )
-    return token if claimed else None
+    return Claim(token, expired=CLAIM in before) if before else None
 
 
 def release(db: Database, message_id: ObjectId, token: str) -> None:  # type: ignore[type-arg]
@@ -89,6 +98,17 @@ def decide(
         return_document=ReturnDocument.AFTER,
         session=session,
     )
+
+
+def inserted_at(document: dict[str, Any]) -> datetime:
+    """When a document was written: its ``createdAt``/``created`` date, else its ObjectId's time
+    (whole seconds only)."""
+    for name in ("createdAt", "created"):
+        value = document.get(name)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+    oid = document.get("_id")
+    return oid.generation_time if isinstance(oid, ObjectId) else now()
 
 
 def ensure_indexes(db: Database) -> None:  # type: ignore[type-arg]

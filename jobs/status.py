@@ -15,6 +15,7 @@ from jobs import context, messages
 from jobs.emit import emit_update
 from jobs.errors import BadMessage, PermanentError, RetryableError
 from jobs.queueing import retry_delay
+from msgstatus import counters
 from msgstatus.defaults import MAX_ATTEMPTS
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,15 @@ def check_message_status(message_id: str) -> Outcome | Retry:
     except (InvalidId, TypeError):
         raise BadMessage(f"message id {message_id!r} is not an ObjectId") from None
     started = time.monotonic()
-    token = messages.claim(res.db, oid, res.settings.claim_ttl)
-    if token is None:
+    lease = messages.claim(res.db, oid, res.settings.claim_ttl)
+    if lease is None:
         log.debug("message %s: decided already or claimed by another worker, skipped", message_id)
+        counters.incr(res.redis, "jobs_skipped")
         return "skipped"
+    if lease.expired:
+        counters.incr(res.redis, "claims_expired")
+        log.warning("message %s: took over a claim whose lease had run out (a worker died?)", message_id)
+    token = lease.token
     try:
         outcome = _decide_and_emit(oid, token)
     except RetryableError as error:
@@ -48,10 +54,13 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         messages.release(res.db, oid, token)
         if _transient(error):
             return _retry_or_give_up(message_id, RetryableError(f"database: {error}"))
+        counters.incr(res.redis, "jobs_failed")
         raise PermanentError(f"message {message_id}: database refused the update: {error}") from error
     except BaseException:
+        counters.incr(res.redis, "jobs_failed")
         messages.release(res.db, oid, token)
         raise
+    counters.incr(res.redis, f"jobs_{outcome}")
     log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
     return outcome
 
@@ -76,6 +85,7 @@ def _decide_and_emit(oid: ObjectId, token: str) -> Outcome:
             raise BadMessage(f"message {oid} has no sender_id: no conversation to notify")
         # Emit before commit, as the seed does: a failed emit leaves the message undecided.
         emit_update(res.http, socket, updated, str(account_id), res.settings.app_secret)
+    counters.observe_latency(res.redis, (messages.now() - messages.inserted_at(communication)).total_seconds())
     return "delivered" if updated["delivered"] else "failed"
 
 
@@ -89,9 +99,12 @@ def _transient(error: PyMongoError) -> bool:
 
 def _retry_or_give_up(message_id: str, error: Exception) -> Retry:
     job = get_current_job()
+    redis = context.resources().redis
     attempt = (job.number_of_retries or 0) + 1 if job else MAX_ATTEMPTS
     if attempt >= MAX_ATTEMPTS:
+        counters.incr(redis, "jobs_failed")
         raise RetryableError(f"message {message_id}: gave up after {attempt} attempts: {error}") from error
+    counters.incr(redis, "jobs_retried")
     delay = retry_delay(attempt)
     log.warning("message %s: attempt %d failed (%s), retrying in %ds", message_id, attempt, error, delay)
     return Retry(max=MAX_ATTEMPTS - 1, interval=delay)

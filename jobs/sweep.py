@@ -12,6 +12,7 @@ from pymongo.database import Database
 
 from jobs import context, messages
 from jobs.queueing import Enqueuer, status_queue
+from msgstatus import counters
 from msgstatus.defaults import SWEEP_BATCH
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type:
         if result.enqueued >= batch:
             break
     result.seconds = time.monotonic() - started
+    connection = enqueuer.queue.connection
+    counters.incr(connection, "sweeps_run")
+    counters.incr(connection, "sweep_examined", result.examined)
+    counters.incr(connection, "sweep_enqueued", result.enqueued)
     if result.enqueued or result.outcomes["failed"]:
         log.info("sweep: %s", result.as_dict())
     else:
@@ -72,3 +77,4 @@ def run_sweep() -> dict[str, Any]:
     """RQ job (scheduled every SWEEP_INTERVAL by ``msgstatus schedule``): one sweep."""
     res = context.resources()
     return sweep(res.db, Enqueuer(status_queue(res.redis)), SWEEP_BATCH).as_dict()
+

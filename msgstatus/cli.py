@@ -99,21 +99,13 @@ def schedule() -> None:
 @click.option("--once", is_flag=True, required=True, help="Run one sweep now, in this process.")
 def sweep(once: bool) -> None:
     """Run one sweep now and print what it found and enqueued (JSON)."""
-    settings = load_settings("sweep")
-    import pymongo
     import redis as redis_lib
 
-    from jobs import messages
-    from jobs.queueing import Enqueuer, status_queue
-    from jobs.sweep import sweep as run_one
-    from msgstatus.defaults import SWEEP_BATCH
+    from msgstatus.api import sweep_now
 
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url)
-    with client, redis_lib.Redis.from_url(settings.redis_url) as r:
-        db = client[settings.database]
-        messages.ensure_indexes(db)
-        result = run_one(db, Enqueuer(status_queue(r)), SWEEP_BATCH)
-    click.echo(json.dumps(result.as_dict()))
+    settings = load_settings("sweep")
+    with redis_lib.Redis.from_url(settings.redis_url) as r:
+        click.echo(json.dumps(sweep_now(settings, r)))
 
 
 @main.command()
@@ -135,7 +127,8 @@ def watch() -> None:
 @click.option("--sweep-only", is_flag=True, help="No watcher: the sweep alone finds messages (SWEEP_ONLY=1).")
 @click.option("--mongo-port", default=27017, show_default=True, type=int, help="Embedded MongoDB port.")
 @click.option("--redis-port", default=6379, show_default=True, type=int, help="Embedded Redis port.")
-def run(workers: int, simple: bool, sweep_only: bool, mongo_port: int, redis_port: int) -> None:
+@click.option("--api-port", default=9187, show_default=True, type=int, help="Metrics/trigger port (0: none).")
+def run(workers: int, simple: bool, sweep_only: bool, mongo_port: int, redis_port: int, api_port: int) -> None:
     """Run everything: embedded servers when nothing is configured, watcher, workers, scheduler."""
     settings = load_settings("run")
     exit_if_disabled(settings)
@@ -146,7 +139,10 @@ def run(workers: int, simple: bool, sweep_only: bool, mongo_port: int, redis_por
     from msgstatus.service import run_all
 
     try:
-        run_all(settings.with_(sweep_only=settings.sweep_only or sweep_only), workers, simple, mongo_port, redis_port)
+        run_all(
+            settings.with_(sweep_only=settings.sweep_only or sweep_only),
+            workers, simple, mongo_port, redis_port, api_port,
+        )
     except ConfigError as error:
         click.echo(f"msgstatus: {error}", err=True)
         sys.exit(2)
@@ -163,3 +159,89 @@ def dashboard(host: str, port: int) -> None:
     from msgstatus.dashboard import run_dashboard
 
     run_dashboard(settings, host, port, os.environ.get("DASHBOARD_USER"), os.environ.get("DASHBOARD_PASSWORD"))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--max-token-age", default=60.0, show_default=True, type=float,
+    help="Seconds after which a stream's resume token counts as stale (unhealthy).",
+)
+def status(as_json: bool, max_token_age: float) -> None:
+    """Queue, failures, waiting messages, streams and watcher; exits 1 when unhealthy."""
+    import pymongo
+    import redis as redis_lib
+
+    from msgstatus.status import collect, render
+
+    settings = load_settings("status")
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
+    try:
+        with client, redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=3) as r:
+            report = collect(settings, r, client[settings.database], max_token_age)
+    except (pymongo.errors.PyMongoError, redis_lib.RedisError) as error:
+        report = {"healthy": False, "problems": [f"cannot reach {type(error).__module__.split('.')[0]}: {error}"]}
+        click.echo(json.dumps(report) if as_json else f"health:    UNHEALTHY\n  - {report['problems'][0]}")
+        sys.exit(1)
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
+    sys.exit(0 if report["healthy"] else 1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9187, show_default=True, type=int, help="Port to listen on.")
+def api(host: str, port: int) -> None:
+    """Serve /metrics (Prometheus), /healthz and, with QM_HOOKS, the manual trigger."""
+    import os
+
+    from msgstatus.api import ApiServer
+
+    settings = load_settings("api")
+    try:
+        server = ApiServer(settings, host, port, os.environ.get("TRIGGER_TOKEN") or None)
+    except ConfigError as error:
+        click.echo(f"msgstatus: configuration error: {error}", err=True)
+        sys.exit(2)
+    server.run()
+
+
+@main.command()
+def trigger() -> None:
+    """Run a sweep now, as the manual trigger endpoint does, and print what it enqueued (JSON)."""
+    import redis as redis_lib
+
+    from msgstatus.api import sweep_now
+
+    settings = load_settings("trigger")
+    with redis_lib.Redis.from_url(settings.redis_url) as r:
+        click.echo(json.dumps({"ok": True, "sweep": sweep_now(settings, r)}))
+
+
+@main.command()
+@click.option("--failed", is_flag=True, required=True, help="Put every failed status job back on the queue.")
+def requeue(failed: bool) -> None:
+    """Put failed status jobs back on the queue (after fixing what made them fail)."""
+    import redis as redis_lib
+    from rq import Queue
+
+    from msgstatus.defaults import QUEUE
+
+    settings = load_settings("requeue")
+    with redis_lib.Redis.from_url(settings.redis_url) as r:
+        registry = Queue(QUEUE, connection=r).failed_job_registry
+        ids = registry.get_job_ids()
+        for job_id in ids:
+            registry.requeue(job_id)
+    click.echo(json.dumps({"requeued": len(ids), "jobs": ids}))
+
+
+@main.command()
+@click.option("--seconds", default=30.0, show_default=True, type=float, help="How long traffic runs.")
+@click.option("--rate", default=5.0, show_default=True, type=float, help="Messages written per second.")
+@click.option("--workers", default=2, show_default=True, type=int, help="Worker processes.")
+def demo(seconds: float, rate: float, workers: int) -> None:
+    """Run the service on the embedded default with traffic; print each status change and a summary."""
+    from msgstatus.demo import run_demo
+
+    logs.configure("WARNING", "text", "demo")
+    run_demo(seconds, rate, workers)

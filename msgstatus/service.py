@@ -18,7 +18,9 @@ def _port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def run_all(settings: Settings, workers: int, simple: bool, mongo_port: int, redis_port: int) -> None:
+def run_all(
+    settings: Settings, workers: int, simple: bool, mongo_port: int, redis_port: int, api_port: int
+) -> None:
     """Start embedded servers (if nothing is configured), the watcher, workers and the scheduler."""
     env = dict(os.environ)
     children: list[Child] = []
@@ -47,6 +49,8 @@ def run_all(settings: Settings, workers: int, simple: bool, mongo_port: int, red
     extra = ["--simple"] if simple else []
     children += [Child(f"worker-{i + 1}", msgstatus_argv("work", *extra), env) for i in range(workers)]
     children.append(Child("scheduler", msgstatus_argv("schedule"), env))
+    if api_port:
+        children.append(Child("api", msgstatus_argv("api", "--port", str(api_port)), env))
     for child in children:
         child.env = env
     # One line per child start and exit, whatever LOG_LEVEL says for the rest.

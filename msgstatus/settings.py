@@ -152,6 +152,6 @@ class Settings:
 VARIABLES = (
     "MONGO_DB_URL", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "APP_SECRET", "CONVERSATION_SOCKET",
     "SWEEP_INTERVAL", "CLAIM_TTL", "QM_CONVERSATIONS", "QM_SUPPORT_MESSAGE_STATUS", "QM_HOOKS",
-    "SWEEP_ONLY", "LOG_LEVEL", "LOG_FORMAT", "DASHBOARD_USER", "DASHBOARD_PASSWORD",
+    "SWEEP_ONLY", "LOG_LEVEL", "LOG_FORMAT", "DASHBOARD_USER", "DASHBOARD_PASSWORD", "TRIGGER_TOKEN",
 )
-"""Every environment variable msgstatus reads (the last two by ``msgstatus dashboard`` only)."""
+"""Every environment variable msgstatus reads (the last three by ``dashboard`` and ``api`` only)."""

@@ -40,6 +40,9 @@ RENEW_EVERY = 1.0
 BACKOFF_MAX = 30.0
 """Longest wait between reconnection attempts."""
 
+TOKEN_REFRESH = 10.0
+"""Seconds after which an unchanged token is saved again, keeping its age a liveness signal."""
+
 RECHECK_SWEEP_ONLY = 300.0
 """Seconds between checks whether a sweep-only deployment has gained change streams."""
 
@@ -169,17 +172,20 @@ class Watcher:
             options["resume_after"] = token
         with self.db[spec.collection].watch(spec.pipeline, **options) as stream:
             log.info("stream %s open (%s)", spec.name, "resumed" if token else "from now")
-            saved = token
+            saved, saved_at = token, time.monotonic()
             while self._running():
                 change = stream.try_next()
                 backoff.reset()
                 if change is not None:
                     self._handle(spec, change)
-                if stream.resume_token is not None and stream.resume_token != saved:
+                token = stream.resume_token
+                stale = time.monotonic() - saved_at > TOKEN_REFRESH
+                if token is not None and (token != saved or stale):
                     # Saved only after the events it covers were enqueued: a kill -9
                     # between the two replays them, and the job ids keep that harmless.
-                    saved = stream.resume_token
-                    self.tokens.save(spec.name, saved, time.time() if change is not None else None)
+                    # Re-saved when unchanged too, so its age shows the stream is alive.
+                    saved, saved_at = token, time.monotonic()
+                    self.tokens.save(spec.name, token, time.time() if change is not None else None)
 
     def _handle(self, spec: StreamSpec, change: dict[str, Any]) -> None:
         counters.incr(self.redis, f"change_events_{spec.name}")

@@ -1,4 +1,4 @@
-"""Running ``msgstatus run`` on the embedded default for a benchmark, with a socket receiver.
+"""Running ``msgstatus run`` on the embedded default in a child process, with a socket receiver.
 
 Also used by the demo: it is the same "start everything, write traffic, watch emits" loop.
 """

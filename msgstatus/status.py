@@ -1,0 +1,108 @@
+"""``msgstatus status``: what an operator asks first, and whether it is healthy."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from pymongo.database import Database
+from rq import Queue
+
+from jobs import messages
+from msgstatus import counters
+from msgstatus.defaults import QUEUE
+from msgstatus.settings import Settings
+from watcher.lock import LeaderLock
+from watcher.runner import STATE_KEY
+from watcher.stream import STREAMS
+from watcher.tokens import TokenStore
+
+MAX_TOKEN_AGE = 60.0
+"""Seconds after which a stream's unsaved token means the watcher is stuck (it re-saves every 10 s)."""
+
+FAILED_SHOWN = 20
+"""Failed jobs listed by message id; the count covers all of them."""
+
+
+def _age(epoch: float | None) -> float | None:
+    return None if epoch is None else round(time.time() - epoch, 1)
+
+
+def collect(settings: Settings, connection: redis.Redis, db: Database, max_token_age: float) -> dict[str, Any]:  # type: ignore[type-arg]
+    """The status report; ``healthy`` is False with ``problems`` saying why."""
+    queue = Queue(QUEUE, connection=connection)
+    failed_ids = queue.failed_job_registry.get_job_ids()
+    failed = [job for job in queue.job_class.fetch_many(failed_ids[:FAILED_SHOWN], connection=connection) if job]
+    tracked = messages.TRACKED
+    oldest = db[messages.MESSAGES].find_one(tracked, {"created": 1}, sort=[("created", 1)])
+    state = {k.decode(): v.decode() for k, v in connection.hgetall(STATE_KEY).items()}  # type: ignore[union-attr]
+    holder = LeaderLock.holder(connection)
+    sweep_only = settings.sweep_only or state.get("mode") == "sweep-only"
+    tokens = TokenStore(connection)
+    streams: dict[str, dict[str, float | None]] = {}
+    for spec in STREAMS:
+        info = tokens.info(spec.name)
+        streams[spec.name] = {
+            "token_age_seconds": _age(info.get("saved")),
+            "last_event_age_seconds": _age(info.get("last_event")),
+        }
+    report: dict[str, Any] = {
+        "queue": {
+            "waiting": queue.count,
+            "running": queue.started_job_registry.count,
+            "scheduled_retries": queue.scheduled_job_registry.count,
+            "failed": len(failed_ids),
+            "failed_messages": [str(job.args[0]) for job in failed if job.args],
+        },
+        "messages": {
+            "tracked_waiting": db[messages.MESSAGES].count_documents(tracked),
+            "oldest_waiting_age_seconds": (
+                round((messages.now() - messages.inserted_at(oldest)).total_seconds(), 1) if oldest else None
+            ),
+        },
+        "watcher": {
+            "mode": "sweep-only" if sweep_only else ("active" if holder else "none"),
+            "active": holder[:8] if holder else None,
+        },
+        "streams": streams,
+        "sweep_only": sweep_only,
+        "counters": counters.read(connection),
+    }
+    problems = []
+    if not sweep_only:
+        if holder is None:
+            problems.append("no active watcher (none holds the lock): events are not being followed")
+        for name, stream in streams.items():
+            age = stream["token_age_seconds"]
+            if age is None or age > max_token_age:
+                problems.append(f"stream {name}: resume token {'missing' if age is None else f'{age:.0f}s old'}")
+    report["healthy"] = not problems
+    report["problems"] = problems
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report for a person."""
+    q, m, w = report["queue"], report["messages"], report["watcher"]
+    lines = [
+        f"health:    {'OK' if report['healthy'] else 'UNHEALTHY'}",
+        *(f"  - {p}" for p in report["problems"]),
+        f"watcher:   {w['mode']}" + (f" ({w['active']})" if w["active"] else ""),
+        f"queue:     {q['waiting']} waiting, {q['running']} running, {q['scheduled_retries']} retries scheduled,"
+        f" {q['failed']} failed",
+    ]
+    if q["failed_messages"]:
+        lines.append("  failed messages: " + ", ".join(q["failed_messages"]))
+    oldest = m["oldest_waiting_age_seconds"]
+    lines.append(
+        f"messages:  {m['tracked_waiting']} tracked still waiting"
+        + (f", oldest {oldest:.0f}s" if oldest is not None else "")
+    )
+    for name, info in report["streams"].items():
+        token, event = info["token_age_seconds"], info["last_event_age_seconds"]
+        lines.append(
+            f"stream {name}: token {'-' if token is None else f'{token:.0f}s'} old, last event "
+            + ("never" if event is None else f"{event:.0f}s ago")
+        )
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""What an operator runs: status, metrics, the manual trigger, the dashboard, requeue, the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import httpx
+import pytest
+import redis
+
+from embedded.processes import free_port, msgstatus_argv, wait_for_port
+from tests import factories
+from tests.waiting import wait_until
+
+
+def status(service, *args):
+    result = service.run("status", *args)
+    return result.returncode, result.stdout
+
+
+def test_status_is_unhealthy_without_a_watcher_and_says_why(service):
+    code, out = status(service)
+    assert code == 1
+    assert "UNHEALTHY" in out and "no active watcher" in out
+    code, out = status(service, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["healthy"] is False and report["watcher"]["mode"] == "none"
+
+
+def test_status_is_healthy_with_an_active_watcher_and_reports_queue_and_streams(service, client, receiver):
+    service.spawn("watch")
+    service.spawn("work")
+    db = client[service.database]
+    wait_until(lambda: status(service)[0] == 0, 30, "a healthy status")
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    factories.message(db)  # never gets a log: stays waiting
+    wait_until(lambda: db.support_messages.count_documents({"delivered": True}) == 1, 20, "the delivery")
+    code, out = status(service, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["healthy"] is True and report["watcher"]["mode"] == "active"
+    assert report["messages"]["tracked_waiting"] == 1
+    assert report["messages"]["oldest_waiting_age_seconds"] >= 0
+    assert report["streams"]["communications"]["last_event_age_seconds"] is not None
+    assert report["counters"]["jobs_delivered"] == 1
+    assert "health:    OK" in status(service)[1]
+
+
+def test_status_in_sweep_only_mode_needs_no_watcher(service):
+    code, _ = status(service, "--json")
+    assert code == 1
+    result = service.run("status", "--json", SWEEP_ONLY="1")
+    assert result.returncode == 0 and json.loads(result.stdout)["sweep_only"] is True
+
+
+def test_status_lists_failed_jobs_by_message_id(service, client, receiver):
+    receiver.behaviour.status = 403
+    db = client[service.database]
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work")
+    assert service.run("trigger").returncode == 0
+    wait_until(lambda: json.loads(status(service, "--json")[1])["queue"]["failed"] == 1, 20, "a failed job")
+    assert json.loads(status(service, "--json")[1])["queue"]["failed_messages"] == [str(mid)]
+    # Once the cause is fixed, requeue puts it back and it is delivered.
+    receiver.behaviour.status = 200
+    result = service.run("requeue", "--failed")
+    assert json.loads(result.stdout)["requeued"] == 1
+    wait_until(lambda: db.support_messages.find_one({"_id": mid}).get("delivered") is True, 20, "the requeued job")
+
+
+def api_server(service, **env):
+    port = free_port()
+    process = service.spawn("api", "--port", str(port), **env)
+    wait_for_port("127.0.0.1", port, 30, process)
+    return f"http://127.0.0.1:{port}"
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def test_metrics_counters_move_after_a_delivery(service, client, receiver):
+    url = api_server(service)
+    before = httpx.get(f"{url}/metrics").text
+    assert metric(before, "msgstatus_jobs_delivered_total") == 0
+    service.spawn("watch")
+    service.spawn("work")
+    db = client[service.database]
+    wait_until(lambda: status(service)[0] == 0, 30, "an active watcher")
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    wait_until(lambda: metric(httpx.get(f"{url}/metrics").text, "msgstatus_jobs_delivered_total") == 1, 20,
+               "the delivered counter")
+    after = httpx.get(f"{url}/metrics").text
+    assert metric(after, "msgstatus_change_events_communications_total") >= 1
+    assert metric(after, "msgstatus_insert_to_emit_seconds_count") == 1
+    assert metric(after, 'msgstatus_insert_to_emit_seconds_bucket{le="+Inf"}') == 1
+    assert "# TYPE msgstatus_insert_to_emit_seconds histogram" in after
+
+
+def test_the_manual_trigger_is_off_without_qm_hooks(service):
+    url = api_server(service)
+    response = httpx.post(f"{url}/api/trigger/conversations/support-message-status")
+    assert response.status_code == 404 and "QM_HOOKS" in response.json()["error"]
+
+
+def test_the_manual_trigger_with_qm_hooks_runs_a_sweep_and_says_what_it_enqueued(service, client, receiver):
+    db = client[service.database]
+    mids = [factories.message(db) for _ in range(3)]
+    for mid in mids:
+        factories.communication(db, mid)
+    url = api_server(service, QM_HOOKS="true")
+    response = httpx.post(f"{url}/api/trigger/conversations/support-message-status")
+    assert response.status_code == 200
+    assert response.json()["sweep"]["enqueued"] == 3
+    r = redis.Redis.from_url(service.redis_url)
+    assert r.llen("rq:queue:support_message_status") == 3
+    r.close()
+
+
+def test_the_trigger_beyond_loopback_needs_a_token(service):
+    result = service.run("api", "--host", "0.0.0.0", "--port", str(free_port()), QM_HOOKS="true")
+    assert result.returncode == 2 and "TRIGGER_TOKEN" in result.stderr
+    port = free_port()
+    process = service.spawn("api", "--host", "0.0.0.0", "--port", str(port), QM_HOOKS="true", TRIGGER_TOKEN="t0k")
+    wait_for_port("127.0.0.1", port, 30, process)
+    path = f"http://127.0.0.1:{port}/api/trigger/conversations/support-message-status"
+    assert httpx.post(path).status_code == 401
+    assert httpx.post(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.post(path, headers={"Authorization": "Bearer t0k"}).status_code == 200
+
+
+@pytest.mark.parametrize("auth", [False, True])
+def test_the_dashboard_answers_on_loopback(service, auth):
+    port = free_port()
+    env = {"DASHBOARD_USER": "ops", "DASHBOARD_PASSWORD": "pw"} if auth else {}
+    process = service.spawn("dashboard", "--port", str(port), **env)
+    wait_for_port("127.0.0.1", port, 30, process)
+    url = f"http://127.0.0.1:{port}/"
+    if auth:
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, auth=("ops", "wrong")).status_code == 401
+        response = httpx.get(url, auth=("ops", "pw"), follow_redirects=True)
+    else:
+        response = httpx.get(url, follow_redirects=True)
+    assert response.status_code == 200 and "RQ" in response.text
+    with open(f"/proc/{process.pid}/net/tcp") as tcp:
+        listening = [line.split()[1] for line in tcp.readlines()[1:] if line.split()[3] == "0A"]
+    assert f"0100007F:{port:04X}" in listening  # 127.0.0.1, not 0.0.0.0
+
+
+def test_the_demo_prints_live_lines_and_a_summary():
+    result = subprocess.run(
+        msgstatus_argv("demo", "--seconds", "6", "--rate", "4"), capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "after the log's insert" in result.stdout
+    assert "| messages written" in result.stdout and "| latency p50" in result.stdout
+
