@@ -17,10 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from bson import ObjectId
-from mongoeco.engines import MemoryEngine
 from mongoeco.engines.mvcc import MemoryMvccState
 from mongoeco.errors import DuplicateKeyError, OperationFailure
 from mongoeco.session import ClientSession
+
+from embedded.planner import IndexedLookups
 
 WRITE_CONFLICT = 112
 """MongoDB's error code for a write conflict."""
@@ -39,8 +40,9 @@ def write_conflict(message: str) -> OperationFailure:
     )
 
 
-class EmbeddedEngine(MemoryEngine):
-    """A ``MemoryEngine`` whose inserts stay O(1) and whose commits conflict per document."""
+class EmbeddedEngine(IndexedLookups):
+    """A ``MemoryEngine`` whose inserts stay O(1), whose commits conflict per document, and whose
+    planner uses indexes for ``$in``, ``null`` and ``$exists: false`` (``embedded.planner``)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -63,13 +63,8 @@ def release(db: Database, message_id: ObjectId, token: str) -> None:  # type: ig
 
 def communication_for(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
     """The message's communication log: a successful one if any, else the latest."""
-    # Two equality lookups, not one $in: the embedded server's planner uses an
-    # index for equality only. Some writers store the id as a 24-hex string.
-    logs = [
-        log
-        for key in (message_id, str(message_id))
-        for log in db[COMMUNICATIONS].find({"conv_message_id": key})
-    ]
+    # Some writers store the id as its 24-hex string.
+    logs = list(db[COMMUNICATIONS].find({"conv_message_id": {"$in": [message_id, str(message_id)]}}))
     if not logs:
         return None
     successful = [log for log in logs if log.get("success") is True]
@@ -98,6 +93,14 @@ def decide(
         return_document=ReturnDocument.AFTER,
         session=session,
     )
+
+
+def with_communication(db: Database, message_ids: list[ObjectId]) -> set[ObjectId]:  # type: ignore[type-arg]
+    """Those of ``message_ids`` that some communication log names (by ObjectId or 24-hex string)."""
+    keys: list[Any] = [*message_ids, *map(str, message_ids)]
+    found = db[COMMUNICATIONS].find({"conv_message_id": {"$in": keys}}, {"conv_message_id": 1, "_id": 0})
+    named = {doc["conv_message_id"] for doc in found}
+    return {oid for oid in message_ids if oid in named or str(oid) in named}
 
 
 def inserted_at(document: dict[str, Any]) -> datetime:

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pymongo.database import Database
+from rq import Queue
+from rq.exceptions import DuplicateJobError
 
 from jobs import context, messages
 from jobs.queueing import Enqueuer, status_queue
 from msgstatus import counters
-from msgstatus.defaults import SWEEP_BATCH
+from msgstatus.defaults import SWEEP_BATCH, SWEEP_QUEUE
 
 log = logging.getLogger(__name__)
+
+PAGE = 200
+"""Candidates checked for a communication log in one query."""
+
+MORE_JOB_ID = "msgstatus-sweep-more"
 
 
 @dataclass
@@ -26,6 +35,7 @@ class SweepResult:
     with_log: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    full: bool = False
 
     @property
     def enqueued(self) -> int:
@@ -36,31 +46,27 @@ class SweepResult:
                 **dict(self.outcomes), "seconds": round(self.seconds, 4)}
 
 
-def has_communication(db: Database, message_id: Any) -> bool:  # type: ignore[type-arg]
-    """Whether any communication log names the message (by ObjectId or its 24-hex string)."""
-    coll = db[messages.COMMUNICATIONS]
-    return any(coll.find_one({"conv_message_id": key}, {"_id": 1}) for key in (message_id, str(message_id)))
-
-
 def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type: ignore[type-arg]
     """Enqueue up to ``batch`` tracked, unclaimed messages that have a communication log, newest first.
 
-    Idempotent: two sweeps at once enqueue under the same job ids, and the claim
-    makes any second run of a job harmless.
+    Index-backed (``delivered`` and ``conv_message_id``), so its cost follows the number of
+    undecided messages, not of all messages. Idempotent: two sweeps at once enqueue under
+    the same job ids, and the claim makes any second run of a job harmless.
     """
     started = time.monotonic()
     result = SweepResult()
     candidates = db[messages.MESSAGES].find(
         {**messages.TRACKED, **messages.unclaimed(messages.now())}, {"_id": 1}
     ).sort("created", -1)
+    page: list[Any] = []
     for message in candidates:
-        result.examined += 1
-        if not has_communication(db, message["_id"]):
-            continue
-        result.with_log += 1
-        result.outcomes[enqueuer.enqueue(str(message["_id"]))] += 1
-        if result.enqueued >= batch:
-            break
+        page.append(message["_id"])
+        if len(page) == PAGE:
+            if _enqueue_page(db, enqueuer, page, result, batch):
+                break
+            page = []
+    else:
+        _enqueue_page(db, enqueuer, page, result, batch)
     result.seconds = time.monotonic() - started
     connection = enqueuer.queue.connection
     counters.incr(connection, "sweeps_run")
@@ -73,8 +79,38 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type:
     return result
 
 
-def run_sweep() -> dict[str, Any]:
-    """RQ job (scheduled every SWEEP_INTERVAL by ``msgstatus schedule``): one sweep."""
-    res = context.resources()
-    return sweep(res.db, Enqueuer(status_queue(res.redis)), SWEEP_BATCH).as_dict()
+def _enqueue_page(db: Database, enqueuer: Enqueuer, page: list[Any], result: SweepResult, batch: int) -> bool:  # type: ignore[type-arg]
+    """Enqueue the page's messages that have a log; True once ``batch`` are enqueued."""
+    result.examined += len(page)
+    named = messages.with_communication(db, page) if page else set()
+    for oid in page:  # newest first, as found
+        if oid not in named:
+            continue
+        result.with_log += 1
+        result.outcomes[enqueuer.enqueue(str(oid))] += 1
+        if result.enqueued >= batch:
+            result.full = True
+            return True
+    return False
 
+
+def run_sweep() -> dict[str, Any]:
+    """RQ job (every SWEEP_INTERVAL via ``msgstatus schedule``, or the watcher's catch-up): one sweep.
+
+    A full batch means more is waiting: another sweep follows at once while the
+    status queue is short, or a second later, so a backlog drains at the workers'
+    pace rather than one batch per interval, without flooding the queue.
+    """
+    res = context.resources()
+    queue = status_queue(res.redis)
+    result = sweep(res.db, Enqueuer(queue), SWEEP_BATCH)
+    if result.full:
+        sweeps = Queue(SWEEP_QUEUE, connection=res.redis)
+        with contextlib.suppress(DuplicateJobError):
+            if queue.count < SWEEP_BATCH:
+                sweeps.enqueue(run_sweep, job_id=MORE_JOB_ID, unique=True, result_ttl=0,
+                               description="sweep (continued)")
+            else:
+                sweeps.enqueue_in(timedelta(seconds=1), run_sweep, job_id=MORE_JOB_ID, unique=True,
+                                  result_ttl=0, description="sweep (continued)")
+    return result.as_dict()
