@@ -134,10 +134,13 @@ def work(simple: bool = False) -> None:
 
 
 if __name__ == "__main__":
+    # Through the importable module, so that jobs name bench.baseline_polling.check_status, not __main__.
+    import bench.baseline_polling as baseline
+
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "poll":
-        poll_forever()
+        baseline.poll_forever()
     elif command == "work":
-        work(simple="--simple" in sys.argv)
+        baseline.work(simple="--simple" in sys.argv)
     else:
         sys.exit("usage: python -m bench.baseline_polling poll | work [--simple]")

@@ -175,7 +175,9 @@ class ChangeStreamBridge:
 
     def _ensure_resumable(self, event: int) -> None:
         """ChangeStreamHistoryLost unless the events after ``event`` are all still kept."""
-        if event >= self._hub.state.next_token:
+        with self._hub._condition:
+            newest = int(self._hub._next_token) - 1
+        if event > newest:
             raise history_lost("the resume token is not one this server issued")
         try:
             self._hub.offset_after_token(event)

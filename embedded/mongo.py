@@ -20,6 +20,7 @@ from mongoeco.wire.sessions import WireSessionStore
 from embedded.changestream import ChangeStreamBridge
 from embedded.defaults import HISTORY_SIZE
 from embedded.engine import EmbeddedEngine
+from embedded.hub import EmbeddedHub
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,34 @@ def _end_transaction_on_failed_commit(store: WireSessionStore) -> None:
     store.commit_transaction = commit_transaction  # type: ignore[method-assign]
 
 
+def _count_commands(executor: Any) -> None:
+    """Count every command the server answers; serverStatus reports it as ``wireCommands``
+    (mongoeco's opcounters miss change-stream getMores)."""
+    execute = executor.execute_prepared
+    count = 0
+
+    async def counted(context: Any) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        result = await execute(context)
+        if context.command_name == "serverStatus" and isinstance(result, dict):
+            result["wireCommands"] = count
+        return result
+
+    executor.execute_prepared = counted
+
+
 class EmbeddedMongo:
     """One embedded server; ``await start()``, then ``await close()``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, history_size: int = HISTORY_SIZE) -> None:
-        self.client = AsyncMongoClient(
-            engine=EmbeddedEngine(), change_stream_history_size=history_size
-        )
+        self.client = AsyncMongoClient(engine=EmbeddedEngine())
+        # Swapped in before anything uses the client (its constructor takes no hub).
+        self.client._change_hub = EmbeddedHub(max_retained_events=history_size)
         self.proxy = AsyncMongoEcoProxyServer(client=self.client, host=host, port=port)
         self.streams = ChangeStreamBridge(self.client)
         self.streams.install(self.proxy._executor)
+        _count_commands(self.proxy._executor)
         _end_transaction_on_failed_commit(self.proxy._session_store)
 
     async def start(self) -> str:

@@ -44,8 +44,12 @@ class Claim:
     expired: bool
 
 
-def claim(db: Database, message_id: ObjectId, ttl: float) -> Claim | None:  # type: ignore[type-arg]
-    """Lease a tracked message for ``ttl`` seconds; None if it is decided, not tracked, or leased."""
+LEASED = "leased"
+"""claim()'s answer when another worker holds a live lease on the message."""
+
+
+def claim(db: Database, message_id: ObjectId, ttl: float) -> Claim | str | None:  # type: ignore[type-arg]
+    """Lease a tracked message for ``ttl`` seconds: our Claim, LEASED, or None if decided or not tracked."""
     token = uuid.uuid4().hex
     at = now()
     before = db[MESSAGES].find_one_and_update(
@@ -53,7 +57,9 @@ def claim(db: Database, message_id: ObjectId, ttl: float) -> Claim | None:  # ty
         {"$set": {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}},
         projection={CLAIM: 1},
     )
-    return Claim(token, expired=CLAIM in before) if before else None
+    if before:
+        return Claim(token, expired=CLAIM in before)
+    return LEASED if db[MESSAGES].find_one({"_id": message_id, **TRACKED}, {"_id": 1}) else None
 
 
 def release(db: Database, message_id: ObjectId, token: str) -> None:  # type: ignore[type-arg]

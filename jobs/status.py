@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Literal
 
+import tenacity
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["delivered", "failed", "waiting", "skipped"]
 
+LEASE_PATIENCE = 2.0
+"""Seconds a job waits for another worker's claim on its message to end before it skips."""
+
 
 def check_message_status(message_id: str) -> Outcome | Retry:
     """RQ job: decide one message from its communication log and tell the socket service.
@@ -36,9 +40,10 @@ def check_message_status(message_id: str) -> Outcome | Retry:
     except (InvalidId, TypeError):
         raise BadMessage(f"message id {message_id!r} is not an ObjectId") from None
     started = time.monotonic()
-    lease = messages.claim(res.db, oid, res.settings.claim_ttl)
-    if lease is None:
-        log.debug("message %s: decided already or claimed by another worker, skipped", message_id)
+    lease = _claim(oid)
+    if not isinstance(lease, messages.Claim):
+        log.debug("message %s: %s, skipped", message_id,
+                  "claimed by another worker" if lease == messages.LEASED else "decided or not tracked")
         counters.incr(res.redis, "jobs_skipped")
         return "skipped"
     if lease.expired:
@@ -63,6 +68,23 @@ def check_message_status(message_id: str) -> Outcome | Retry:
     counters.incr(res.redis, f"jobs_{outcome}")
     log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
     return outcome
+
+
+def _claim(oid: ObjectId) -> messages.Claim | str | None:
+    """Claim the message, waiting briefly while another worker holds it.
+
+    The usual holder is the job of the message's own insert event, about to find
+    no log and release the claim just as the log's job starts: waiting a moment
+    lets the log's job decide the message instead of leaving it to the next sweep.
+    """
+    res = context.resources()
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(LEASE_PATIENCE),
+        wait=tenacity.wait_fixed(0.05),
+        retry=tenacity.retry_if_result(lambda lease: lease == messages.LEASED),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )
+    return retrying(messages.claim, res.db, oid, res.settings.claim_ttl)
 
 
 def _decide_and_emit(oid: ObjectId, token: str) -> Outcome:

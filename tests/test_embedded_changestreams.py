@@ -210,3 +210,21 @@ def test_an_idle_stream_costs_the_server_under_five_percent_of_a_core(client, mo
             assert stream.try_next() is None
         share = (_cpu_seconds(mongo_server.pid) - cpu_before) / (time.monotonic() - started)
     assert share < 0.05, f"idle stream used {share:.1%} of a core"
+
+
+@pytest.mark.parametrize("drop", ["database", "collection"])
+def test_the_first_insert_after_a_drop_reaches_a_new_stream(client, other_client, db_name, drop):
+    # mongoeco numbers a drop's events outside its commit sequence; without the
+    # embedded hub the next insert was taken for a duplicate and never delivered.
+    with client[db_name].m.watch(max_await_time_ms=100) as stream:
+        other_client[db_name].m.insert_one({"before": 1})
+        drain(stream, 1)
+    if drop == "database":
+        other_client.drop_database(db_name)
+    else:
+        other_client[db_name].drop_collection("m")
+    with client[db_name].m.watch(max_await_time_ms=200) as stream:
+        stream.try_next()
+        other_client[db_name].m.insert_one({"after": drop})
+        events = drain(stream, 1, timeout=3)
+    assert [e["fullDocument"]["after"] for e in events] == [drop]
