@@ -27,7 +27,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: bench-embedded
+bench: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.compare
 
 bench-embedded: install
 	$(PY) -m bench.embedded

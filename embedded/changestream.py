@@ -72,12 +72,16 @@ class ChangeStreamBridge:
     def install(self, executor: WireCommandExecutor) -> None:
         """Route the executor's change-stream traffic through this bridge."""
         build, execute = executor._build_request_context, executor.execute_prepared
+        auth = executor._auth
 
         def build_context(body: dict[str, Any], **kwargs: Any) -> WireRequestContext:
             return self._own_context(body, kwargs["connection"]) or build(body, **kwargs)
 
         async def execute_prepared(context: WireRequestContext) -> dict[str, Any]:
             name, command = context.command_name, context.command_document
+            if self._own_context(context.raw_body, context.connection) is not None:
+                # Our commands skip mongoeco's handlers, so check authentication here.
+                auth.require_authenticated(context.connection, name)
             if name == "aggregate" and self._is_change_stream(command):
                 return await self._open(context.db_name, command)
             if name == "getMore" and self._owns(command.get("getMore")):

@@ -15,6 +15,7 @@ from typing import Any
 
 from mongoeco.api import AsyncMongoClient
 from mongoeco.wire import AsyncMongoEcoProxyServer
+from mongoeco.wire.auth import WireAuthUser
 from mongoeco.wire.sessions import WireSessionStore
 
 from embedded.changestream import ChangeStreamBridge
@@ -60,11 +61,14 @@ def _count_commands(executor: Any) -> None:
 class EmbeddedMongo:
     """One embedded server; ``await start()``, then ``await close()``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, history_size: int = HISTORY_SIZE) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, history_size: int = HISTORY_SIZE,
+        users: tuple[WireAuthUser, ...] = (),
+    ) -> None:
         self.client = AsyncMongoClient(engine=EmbeddedEngine())
         # Swapped in before anything uses the client (its constructor takes no hub).
         self.client._change_hub = EmbeddedHub(max_retained_events=history_size)
-        self.proxy = AsyncMongoEcoProxyServer(client=self.client, host=host, port=port)
+        self.proxy = AsyncMongoEcoProxyServer(client=self.client, host=host, port=port, auth_users=users)
         self.streams = ChangeStreamBridge(self.client)
         self.streams.install(self.proxy._executor)
         _count_commands(self.proxy._executor)
@@ -83,15 +87,19 @@ class EmbeddedMongo:
         await self.client._engine.disconnect()
 
 
-async def serve(host: str, port: int, history_size: int = HISTORY_SIZE) -> None:
-    """Run the embedded server until SIGTERM or SIGINT."""
-    server = EmbeddedMongo(host, port, history_size)
+async def serve(
+    host: str, port: int, history_size: int = HISTORY_SIZE, user: str | None = None, password: str | None = None
+) -> None:
+    """Run the embedded server until SIGTERM or SIGINT; with ``user``, clients must authenticate."""
+    users = (WireAuthUser(user, password, roles=({"role": "root", "db": "admin"},)),) if user else ()
+    server = EmbeddedMongo(host, port, history_size, users)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     uri = await server.start()
-    log.info("embedded MongoDB (in-memory, data is lost on exit) listening on %s", uri)
+    log.info("embedded MongoDB (in-memory, data is lost on exit%s) listening on %s",
+             f", user {user!r} must authenticate" if user else "", uri)
     try:
         await stop.wait()
     finally:

@@ -97,20 +97,33 @@ def _enqueue_page(db: Database, enqueuer: Enqueuer, page: list[Any], result: Swe
 def run_sweep() -> dict[str, Any]:
     """RQ job (every SWEEP_INTERVAL via ``msgstatus schedule``, or the watcher's catch-up): one sweep.
 
-    A full batch means more is waiting: another sweep follows at once while the
-    status queue is short, or a second later, so a backlog drains at the workers'
-    pace rather than one batch per interval, without flooding the queue.
+    While a batch or more of status jobs already waits, sweeping again would only
+    re-find queued messages and keep the workers from them: the sweep defers and
+    looks again a second later. A full batch means more is waiting: another sweep
+    follows as soon as the queue is short. A backlog so drains at the workers'
+    pace, without one batch per interval and without flooding the queue.
     """
     res = context.resources()
     queue = status_queue(res.redis)
+    waiting = queue.count
+    if waiting >= SWEEP_BATCH:
+        counters.incr(res.redis, "sweeps_deferred")
+        _sweep_again(res.redis, later=True)
+        log.debug("sweep deferred: %d status jobs already waiting", waiting)
+        return {"deferred": True, "waiting": waiting}
     result = sweep(res.db, Enqueuer(queue), SWEEP_BATCH)
     if result.full:
-        sweeps = Queue(SWEEP_QUEUE, connection=res.redis)
-        with contextlib.suppress(DuplicateJobError):
-            if queue.count < SWEEP_BATCH:
-                sweeps.enqueue(run_sweep, job_id=MORE_JOB_ID, unique=True, result_ttl=0,
-                               description="sweep (continued)")
-            else:
-                sweeps.enqueue_in(timedelta(seconds=1), run_sweep, job_id=MORE_JOB_ID, unique=True,
-                                  result_ttl=0, description="sweep (continued)")
+        _sweep_again(res.redis, later=queue.count >= SWEEP_BATCH)
     return result.as_dict()
+
+
+def _sweep_again(connection: Any, later: bool) -> None:
+    """One follow-up sweep, now or in a second (at most one waits at a time)."""
+    sweeps = Queue(SWEEP_QUEUE, connection=connection)
+    options: dict[str, Any] = {"job_id": MORE_JOB_ID, "unique": True, "result_ttl": 0,
+                               "description": "sweep (continued)"}
+    with contextlib.suppress(DuplicateJobError):
+        if later:
+            sweeps.enqueue_in(timedelta(seconds=1), run_sweep, **options)
+        else:
+            sweeps.enqueue(run_sweep, **options)

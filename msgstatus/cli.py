@@ -43,12 +43,21 @@ def main() -> None:
     "--history", default=HISTORY_SIZE, show_default=True, type=click.IntRange(min=1),
     help="Change events kept for resuming change streams.",
 )
-def mongo(host: str, port: int, history: int) -> None:
+@click.option(
+    "--user", default=None,
+    help="Require this user to authenticate; the password comes from EMBEDDED_MONGO_PASSWORD.",
+)
+def mongo(host: str, port: int, history: int, user: str | None) -> None:
     """Run the embedded, in-memory MongoDB-compatible server."""
+    import os
+
     from embedded.mongo import serve
 
     logs.configure(process="mongo")
-    asyncio.run(serve(host, port, history))
+    password = os.environ.get("EMBEDDED_MONGO_PASSWORD")
+    if user and not password:
+        raise click.UsageError("--user needs EMBEDDED_MONGO_PASSWORD in the environment")
+    asyncio.run(serve(host, port, history, user, password))
 
 
 @main.command()

@@ -26,13 +26,13 @@ LOG_DIR = Path(os.environ.get("MSGSTATUS_TEST_LOGS", "/tmp/msgstatus-test-logs")
 class Server:
     """A server process started for the tests, with its URL and log file."""
 
-    def __init__(self, args: list[str], port: int, url: str, name: str) -> None:
+    def __init__(self, args: list[str], port: int, url: str, name: str, env: dict[str, str] | None = None) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.port, self.url, self.args = port, url, args
         self.log_path = LOG_DIR / f"{name}-{port}.log"
         self._log = self.log_path.open("wb")
         self.process: subprocess.Popen[bytes] = start_server(
-            args, HOST, port, stdout=self._log, stderr=subprocess.STDOUT
+            args, HOST, port, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
 
     @property
@@ -48,10 +48,10 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_mongo(*extra: str, port: int | None = None) -> Server:
+def start_mongo(*extra: str, port: int | None = None, env: dict[str, str] | None = None) -> Server:
     port = port or free_port()
     url = f"mongodb://{HOST}:{port}/?directConnection=true"
-    return Server(["mongo", "--host", HOST, "--port", str(port), *extra], port, url, "mongo")
+    return Server(["mongo", "--host", HOST, "--port", str(port), *extra], port, url, "mongo", env)
 
 
 def start_redis(port: int | None = None) -> Server:

@@ -1,0 +1,108 @@
+"""Secrets stay secret; the emit's token is short-lived; what listens, listens on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import jwt
+import pytest
+import redis
+from bson import ObjectId
+
+from embedded.processes import free_port, wait_for_port
+from embedded.redisserver import redis_argv
+from jobs.emit import socket_token
+from tests import factories
+from tests.conftest import HOST, start_mongo
+from tests.waiting import wait_until
+
+MARKER = "s3cr3t-marker-7f1c9e"
+
+
+def test_the_emit_token_carries_only_the_seeds_claims_and_cannot_be_reused_after_two_minutes():
+    secret = "k" * 32
+    token = socket_token("conversation", "account", secret)
+    claims = jwt.decode(token, secret, algorithms=["HS256"])
+    assert set(claims) == {"conversation_id", "account_id", "type", "iat", "exp"}
+    with pytest.raises(jwt.ExpiredSignatureError):  # as it would be judged 121 s from now
+        jwt.decode(token, secret, algorithms=["HS256"], leeway=-121)
+
+
+def redis_contents(r: redis.Redis) -> str:
+    """Every key and value in Redis, as text, to search for a secret."""
+    parts = []
+    for key in r.scan_iter():
+        kind = r.type(key).decode()
+        if kind == "string":
+            value = r.get(key)
+        elif kind == "hash":
+            value = r.hgetall(key)
+        elif kind == "list":
+            value = r.lrange(key, 0, -1)
+        elif kind == "set":
+            value = r.smembers(key)
+        elif kind == "zset":
+            value = r.zrange(key, 0, -1)
+        else:
+            value = kind
+        parts.append(f"{key!r}={value!r}")
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def guarded_servers(tmp_path):
+    """A MongoDB and a Redis that both require passwords containing MARKER."""
+    mongo = start_mongo("--user", "app", env={"EMBEDDED_MONGO_PASSWORD": f"mongo-{MARKER}"})
+    port = free_port()
+    redis_process = subprocess.Popen(
+        [*redis_argv(HOST, port), "--requirepass", f"redis-{MARKER}"], stdout=subprocess.DEVNULL
+    )
+    wait_for_port(HOST, port, 30, redis_process)
+    yield mongo, port
+    redis_process.terminate()
+    redis_process.wait(10)
+    mongo.stop()
+
+
+def test_secrets_never_reach_logs_status_job_arguments_or_the_failed_registry(service, receiver, guarded_servers):
+    mongo, redis_port = guarded_servers
+    mongo_url = f"mongodb://app:mongo-{MARKER}@{HOST}:{mongo.port}/{service.database}?directConnection=true&authSource=admin"
+    redis_url = f"redis://:redis-{MARKER}@{HOST}:{redis_port}/0"
+    receiver.secret = f"app-secret-{MARKER}-padded-to-32-bytes"
+    env = {"MONGO_DB_URL": mongo_url, "REDIS_URL": redis_url, "APP_SECRET": receiver.secret, "LOG_LEVEL": "DEBUG"}
+    import pymongo
+
+    with pymongo.MongoClient(mongo_url) as client:
+        db = client[service.database]
+        service.spawn("watch", **env)
+        service.spawn("work", **env)
+        r = redis.Redis.from_url(redis_url)
+        wait_until(lambda: r.hget("msgstatus:watcher:stream:communications", "token"), 30, "the watcher")
+        good = factories.message(db)
+        factories.communication(db, good)
+        wait_until(lambda: db.support_messages.find_one({"_id": good, "delivered": True}), 30, "a delivery")
+        receiver.behaviour.status = 401  # leaves a job in the failed registry, with its error text
+        bad = factories.message(db)
+        factories.communication(db, bad)
+        wait_until(lambda: r.zcard("rq:failed:support_message_status"), 30, "a failed job")
+        receiver.behaviour.fail_next = [503]
+        status = service.run("status", "--json", **env)
+        contents = redis_contents(r)
+        r.close()
+    assert json.loads(status.stdout)["queue"]["failed_messages"] == [str(bad)]
+    logs = service.log_text() + status.stdout + status.stderr
+    assert "DEBUG" in logs  # the logs were as verbose as they get
+    for place, text in (("logs and status", logs), ("Redis", contents)):
+        assert MARKER not in text, f"a secret reached {place}"
+    assert str(ObjectId()) not in contents  # sanity: the search itself works on ids ...
+    assert str(bad) in contents  # ... and the failed job (naming only the message id) is there
+
+
+def test_the_metrics_endpoint_listens_on_loopback_by_default(service):
+    port = free_port()
+    process = service.spawn("api", "--port", str(port))
+    wait_for_port(HOST, port, 30, process)
+    with open(f"/proc/{process.pid}/net/tcp") as tcp:
+        listening = [line.split()[1] for line in tcp.readlines()[1:] if line.split()[3] == "0A"]
+    assert f"0100007F:{port:04X}" in listening
