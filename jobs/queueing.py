@@ -17,6 +17,9 @@ from msgstatus.defaults import MAX_BACKOFF, QUEUE
 
 log = logging.getLogger(__name__)
 
+FINAL = "msgstatus_final"
+"""Job meta flag: the job itself concluded that it failed (as opposed to dying with its worker)."""
+
 FAILURE_TTL = 7 * 24 * 3600
 """Seconds a failed job stays in RQ's failed registry (and keeps the sweep off that message)."""
 
@@ -57,11 +60,20 @@ class Enqueuer:
             return "enqueued"
         except DuplicateJobError:
             pass
-        status = self._status(primary)
+        job = self._fetch(primary)
+        status = job.get_status(refresh=False) if job else None
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             return "waiting"
-        if status == JobStatus.FAILED:
-            return "failed"  # left for `msgstatus requeue --failed`, not retried in a storm
+        if job is not None and status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            if job.meta.get(FINAL):
+                return "failed"  # left for `msgstatus requeue --failed`, not retried in a storm
+            # RQ failed it without the job deciding so: its worker died mid-job. Run it again.
+            job.delete()
+            try:
+                self._enqueue(check_message_status, message_id, primary)
+                return "enqueued"
+            except DuplicateJobError:
+                return "waiting"
         # The job is running and may have looked before this event: one follow-up
         # run after it (the claim makes a second run harmless).
         try:
@@ -81,8 +93,8 @@ class Enqueuer:
             description=f"delivery status of message {message_id}",
         )
 
-    def _status(self, jid: str) -> JobStatus | None:
+    def _fetch(self, jid: str) -> Job | None:
         try:
-            return Job.fetch(jid, connection=self.queue.connection).get_status(refresh=False)
+            return Job.fetch(jid, connection=self.queue.connection)
         except Exception:  # vanished between the two calls
             return None

@@ -15,7 +15,7 @@ from rq import Retry, get_current_job
 from jobs import context, messages
 from jobs.emit import emit_update
 from jobs.errors import BadMessage, PermanentError, RetryableError
-from jobs.queueing import retry_delay
+from jobs.queueing import FINAL, retry_delay
 from msgstatus import counters
 from msgstatus.defaults import MAX_ATTEMPTS
 
@@ -38,6 +38,7 @@ def check_message_status(message_id: str) -> Outcome | Retry:
     try:
         oid = ObjectId(message_id)
     except (InvalidId, TypeError):
+        _final()
         raise BadMessage(f"message id {message_id!r} is not an ObjectId") from None
     started = time.monotonic()
     lease = _claim(oid)
@@ -60,10 +61,12 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         if _transient(error):
             return _retry_or_give_up(message_id, RetryableError(f"database: {error}"))
         counters.incr(res.redis, "jobs_failed")
+        _final()
         raise PermanentError(f"message {message_id}: database refused the update: {error}") from error
     except BaseException:
         counters.incr(res.redis, "jobs_failed")
         messages.release(res.db, oid, token)
+        _final()
         raise
     counters.incr(res.redis, f"jobs_{outcome}")
     log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
@@ -111,6 +114,14 @@ def _decide_and_emit(oid: ObjectId, token: str) -> Outcome:
     return "delivered" if updated["delivered"] else "failed"
 
 
+def _final() -> None:
+    """Mark this job's failure as its own conclusion, so that sweeps leave it to an operator."""
+    job = get_current_job()
+    if job is not None:
+        job.meta[FINAL] = True
+        job.save_meta()
+
+
 def _transient(error: PyMongoError) -> bool:
     if isinstance(error, ConnectionFailure):
         return True
@@ -125,6 +136,7 @@ def _retry_or_give_up(message_id: str, error: Exception) -> Retry:
     attempt = (job.number_of_retries or 0) + 1 if job else MAX_ATTEMPTS
     if attempt >= MAX_ATTEMPTS:
         counters.incr(redis, "jobs_failed")
+        _final()
         raise RetryableError(f"message {message_id}: gave up after {attempt} attempts: {error}") from error
     counters.incr(redis, "jobs_retried")
     delay = retry_delay(attempt)

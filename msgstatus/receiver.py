@@ -53,8 +53,11 @@ class SocketReceiver:
         self.behaviour = Behaviour()
         self.listeners: list[Any] = []
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
+        # stop() waits for handlers, which end a delay early once stopped: no socket outlives it.
+        self._server.daemon_threads = False
+        self._server.block_on_close = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -66,6 +69,7 @@ class SocketReceiver:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -102,7 +106,7 @@ class SocketReceiver:
                 raw = self.rfile.read(length)
                 status, delay = receiver._answer()
                 if delay:
-                    time.sleep(delay)
+                    receiver._stopped.wait(delay)
                 if status == 200 and self.path == "/emit":
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     try:

@@ -241,3 +241,27 @@ def test_the_receiver_rejects_a_token_signed_with_another_secret(receiver):
     )
     assert response.status_code == 401 and not receiver.emits
     assert SECRET  # the receiver verifies with the test secret
+
+
+def test_a_job_rq_failed_because_its_worker_died_is_enqueued_again_but_a_job_that_failed_itself_is_not(queue):
+    # Given two failed jobs: one RQ marked failed when its worker vanished, one that concluded it failed
+    from rq.job import JobStatus
+
+    from jobs.queueing import FINAL
+
+    enqueuer = Enqueuer(queue)
+    died, gave_up = str(ObjectId()), str(ObjectId())
+    for message_id in (died, gave_up):
+        enqueuer.enqueue(message_id)
+        job = Job.fetch(job_id(message_id), connection=queue.connection)
+        queue.remove(job)
+        if message_id == gave_up:
+            job.meta[FINAL] = True
+            job.save_meta()
+        job.set_status(JobStatus.FAILED)
+        queue.failed_job_registry.add(job, ttl=600)
+    # When a sweep or an event asks for both again
+    # Then only the abandoned one is queued again
+    assert enqueuer.enqueue(died) == "enqueued"
+    assert enqueuer.enqueue(gave_up) == "failed"
+    assert queue.get_job_ids() == [job_id(died)]
