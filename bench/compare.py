@@ -383,7 +383,8 @@ def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool) -
         out += ["", "Highest offered rate (of " + ", ".join(f"{r}/s" for r in plan.max_rates) + ") each system "
                 f"kept up with for {plan.max_rate_seconds:.0f} s, 2 forking workers, every message emitted "
                 "within 10 s: "
-                + ", ".join(f"{n} {r}/s" for n, r in results["max_rate"].items()) + "."]
+                + ", ".join(f"{n} {f'{r}/s' if r else 'none of them'}" for n, r in results["max_rate"].items())
+                + "."]
     out += ["", f"## Backlog drain: {plan.drain_count:,} messages with their logs present at start",
             "", f"Measured until all were emitted or {plan.drain_cap:.0f} s passed.", "",
             "| system | workers | kind | emitted | seconds | messages/s | peak RSS watcher / worker |",

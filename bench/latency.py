@@ -61,23 +61,26 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--simple", action="store_true")
+    parser.add_argument("--sweep-only", action="store_true", help="no watcher: the 5 s sweep alone")
     parser.add_argument("--idle", type=float, default=0, help="seconds idle afterwards, for the watcher's RSS")
     args = parser.parse_args()
-    service = RunningService(["--workers", str(args.workers), *(["--simple"] if args.simple else [])])
+    service = RunningService(["--workers", str(args.workers), *(["--simple"] if args.simple else []),
+                              *(["--sweep-only"] if args.sweep_only else [])])
     try:
-        service.wait_ready()
-        watcher = service.children()["watcher"]
+        service.wait_ready(sweep_only=args.sweep_only)
+        name = "scheduler" if args.sweep_only else "watcher"
+        watcher = service.children()[name]
         rss_start = rss_kib(watcher)
         latencies = offer(service, args.messages, args.rate)
         stats = percentiles(latencies)
-        kind = "SimpleWorker" if args.simple else "forking Worker"
+        kind = ("SimpleWorker" if args.simple else "forking Worker") + (", sweep-only" if args.sweep_only else "")
         print(f"{len(latencies)}/{args.messages} emits at {args.rate}/s, {args.workers} x {kind}: "
               + ", ".join(f"{k} {v:.1f} ms" for k, v in stats.items()))
-        print(f"watcher RSS at start {rss_start} KiB, after the run {rss_kib(watcher)} KiB")
+        print(f"{name} RSS at start {rss_start} KiB, after the run {rss_kib(watcher)} KiB")
         if args.idle:
             idle_start = rss_kib(watcher)
             time.sleep(args.idle)
-            print(f"watcher RSS after {args.idle:.0f}s idle: {rss_kib(watcher)} KiB (was {idle_start} KiB)")
+            print(f"{name} RSS after {args.idle:.0f}s idle: {rss_kib(watcher)} KiB (was {idle_start} KiB)")
     finally:
         service.stop()
 
