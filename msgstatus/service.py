@@ -18,6 +18,16 @@ def _port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _embedded(command: str, label: str, port: int, variable: str, env: dict[str, str]) -> Child:
+    """An embedded server child on ``port``, or a clear error when something already listens there."""
+    if not _port_is_free(port):
+        raise ConfigError(
+            f"port {port} is taken, so the embedded {label} cannot start there: set {variable} "
+            f"to use that server, or pass --{command}-port"
+        )
+    return Child(command, msgstatus_argv(command, "--port", str(port)), env, port=port)
+
+
 def run_all(
     settings: Settings, workers: int, simple: bool, mongo_port: int, redis_port: int, api_port: int
 ) -> None:
@@ -25,21 +35,11 @@ def run_all(
     env = dict(os.environ)
     children: list[Child] = []
     if settings.embedded_mongo:
-        if not _port_is_free(mongo_port):
-            raise ConfigError(
-                f"port {mongo_port} is taken, so the embedded MongoDB cannot start there: set MONGO_DB_URL "
-                "to use that server, or pass --mongo-port"
-            )
-        children.append(Child("mongo", msgstatus_argv("mongo", "--port", str(mongo_port)), port=mongo_port))
+        children.append(_embedded("mongo", "MongoDB", mongo_port, "MONGO_DB_URL", env))
         env["MONGO_DB_URL"] = f"mongodb://127.0.0.1:{mongo_port}/{settings.database}?directConnection=true"
         env["APP_SECRET"] = settings.app_secret  # children see a configured URL; keep the embedded secret
     if settings.embedded_redis:
-        if not _port_is_free(redis_port):
-            raise ConfigError(
-                f"port {redis_port} is taken, so the embedded Redis cannot start there: set REDIS_URL "
-                "to use that server, or pass --redis-port"
-            )
-        children.append(Child("redis", msgstatus_argv("redis", "--port", str(redis_port)), port=redis_port))
+        children.append(_embedded("redis", "Redis", redis_port, "REDIS_URL", env))
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
     if settings.sweep_only:
         env["SWEEP_ONLY"] = "1"
@@ -51,8 +51,6 @@ def run_all(
     children.append(Child("scheduler", msgstatus_argv("schedule"), env))
     if api_port:
         children.append(Child("api", msgstatus_argv("api", "--port", str(api_port)), env))
-    for child in children:
-        child.env = env
     # One line per child start and exit, whatever LOG_LEVEL says for the rest.
     logging.getLogger("msgstatus.supervisor").setLevel(logging.INFO)
     Supervisor(children).run()
