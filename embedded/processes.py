@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -59,3 +62,44 @@ def start_server(
         stop(process)
         raise
     return process
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # the fields after the parenthesised command: state, ppid, ...
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and everything below it, as a crash or the OOM killer would.
+
+    A process group is not enough: RQ puts each work horse in a group of its
+    own, so ``killpg`` on a worker leaves its horse running the job. The tree is
+    frozen with SIGSTOP first so that nothing in it can fork while it is read.
+    """
+    frozen: set[int] = set()
+    todo = {pid}
+    while todo:
+        for target in todo:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGSTOP)
+        frozen |= todo
+        todo = set(descendants(pid)) - frozen
+    for target in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)

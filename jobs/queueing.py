@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import tenacity
 from redis import Redis
 from rq import Queue
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from msgstatus.defaults import MAX_BACKOFF, QUEUE
@@ -22,6 +23,14 @@ FINAL = "msgstatus_final"
 
 FAILURE_TTL = 7 * 24 * 3600
 """Seconds a failed job stays in RQ's failed registry (and keeps the sweep off that message)."""
+
+OVERDUE_RETRY = 15
+"""Seconds past its time after which a scheduled retry counts as abandoned.
+
+RQ's scheduler moves due retries every second, but only the worker holding its
+queue lock runs it, and a killed worker's lock lives on for 61 s (then up to
+120 s more until another worker tries again): its retries would wait that long.
+"""
 
 _BACKOFF = tenacity.wait_exponential(multiplier=1, min=1, max=MAX_BACKOFF)
 
@@ -62,6 +71,8 @@ class Enqueuer:
             pass
         job = self._fetch(primary)
         status = job.get_status(refresh=False) if job else None
+        if job is not None and status == JobStatus.SCHEDULED and self._overdue(job):
+            return self._release_overdue(job, message_id)
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             return "waiting"
         if job is not None and status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
@@ -92,6 +103,23 @@ class Enqueuer:
             failure_ttl=FAILURE_TTL,
             description=f"delivery status of message {message_id}",
         )
+
+    def _overdue(self, job: Job) -> bool:
+        try:
+            due = self.queue.scheduled_job_registry.get_scheduled_time(job)
+        except NoSuchJobError:  # moved by RQ's scheduler meanwhile
+            return False
+        return (datetime.now(UTC) - due).total_seconds() > OVERDUE_RETRY
+
+    def _release_overdue(self, job: Job, message_id: str) -> Outcome:
+        # Only whoever takes it out of the registry enqueues it: a sweep and RQ's
+        # scheduler racing here make one run, not two.
+        if not self.queue.scheduled_job_registry.remove(job):
+            return "waiting"
+        log.warning("message %s: its retry was due over %ds ago and no RQ scheduler moved it; enqueued now",
+                    message_id, OVERDUE_RETRY)
+        self.queue.enqueue_job(job)
+        return "enqueued"
 
     def _fetch(self, jid: str) -> Job | None:
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pymongo
 import redis
 
-from embedded.processes import free_port, msgstatus_argv
+from embedded.processes import free_port, kill_tree, msgstatus_argv
 from msgstatus.defaults import EMBEDDED_APP_SECRET
 from msgstatus.receiver import SocketReceiver
 from watcher.lock import LeaderLock
@@ -93,7 +93,7 @@ class RunningService:
         try:
             code = self.process.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            kill_tree(self.process.pid)
             code = self.process.wait()
         self.client.close()
         self.redis.close()

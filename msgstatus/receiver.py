@@ -8,6 +8,7 @@ HS256 signature with APP_SECRET, the expiry, the seed's claims, and that
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,13 @@ class Behaviour:
     fail_next: list[int] = field(default_factory=list)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-answer (a killed worker, a timed-out emit) is not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class SocketReceiver:
     """A threaded HTTP server on 127.0.0.1; ``start()``, ``emits``, ``stop()``."""
 
@@ -54,7 +62,7 @@ class SocketReceiver:
         self.listeners: list[Any] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         # stop() waits for handlers, which end a delay early once stopped: no socket outlives it.
         self._server.daemon_threads = False
         self._server.block_on_close = True

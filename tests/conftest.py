@@ -16,7 +16,7 @@ import pytest
 import redis
 from pymongo.database import Database
 
-from embedded.processes import free_port, msgstatus_argv, start_server, stop
+from embedded.processes import free_port, kill_tree, msgstatus_argv, start_server, stop
 from msgstatus.receiver import SocketReceiver
 
 HOST = "127.0.0.1"
@@ -128,7 +128,7 @@ class Service:
     logs: list[Path] = field(default_factory=list)
 
     def spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        """Start ``msgstatus ARGS`` in its own process group (so a test can SIGKILL it whole)."""
+        """Start ``msgstatus ARGS`` in its own process group (so SIGTERM reaches all of it)."""
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         path = LOG_DIR / f"{args[0]}-{uuid.uuid4().hex[:6]}.log"
         with path.open("wb") as log:
@@ -149,6 +149,11 @@ class Service:
             msgstatus_argv(*args), env={**self.env, **env}, capture_output=True, text=True, timeout=timeout
         )
 
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL ``process`` and all below it (RQ's work horses included) and reap it."""
+        kill_tree(process.pid)
+        process.wait()
+
     def stop_all(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -158,9 +163,7 @@ class Service:
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                self.kill(process)
 
     def db(self, client: pymongo.MongoClient) -> Database:
         return client[self.database]

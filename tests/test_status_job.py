@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pymongo
 import pytest
@@ -187,7 +185,7 @@ def test_a_worker_killed_mid_job_leaves_a_claim_that_expires_and_the_next_sweep_
     worker = service.spawn("work", CLAIM_TTL="3")
     enqueue(queue, mid)
     wait_until(lambda: receiver.requests == 1, 20, "the job to reach the emit")
-    os.killpg(worker.pid, signal.SIGKILL)
+    service.kill(worker)  # the work horse too: it is in a process group of its own
     claim = db.support_messages.find_one({"_id": mid})[CLAIM]
     assert claim["until"].replace(tzinfo=UTC) > datetime.now(UTC)
     receiver.behaviour.delay = 0
@@ -224,6 +222,7 @@ def test_sweep_only_mode_delivers_a_batch_of_200_within_two_sweep_intervals(serv
         last_write = time.monotonic()
     wait_until(lambda: db.support_messages.count_documents({"delivered": True}) == 200, 30, "200 delivered")
     elapsed = time.monotonic() - last_write
+    print(f"delivered {elapsed:.1f}s after the last write")
     assert elapsed <= 2 * 5, f"took {elapsed:.1f}s after the last write"
     assert len({e.message_id for e in receiver.emits}) == 200
     assert len(receiver.emits) == 200
@@ -265,3 +264,51 @@ def test_a_job_rq_failed_because_its_worker_died_is_enqueued_again_but_a_job_tha
     assert enqueuer.enqueue(died) == "enqueued"
     assert enqueuer.enqueue(gave_up) == "failed"
     assert queue.get_job_ids() == [job_id(died)]
+
+
+def schedule_retry(queue: Queue, message_id: str, due: datetime) -> None:
+    """Put the message's status job in the scheduled registry, as RQ does for a Retry."""
+    Enqueuer(queue).enqueue(message_id)
+    job = Job.fetch(job_id(message_id), connection=queue.connection)
+    queue.remove(job)
+    queue.schedule_job(job, due)
+
+
+def test_a_retry_overdue_by_more_than_its_grace_is_enqueued_but_one_still_due_waits(queue):
+    # Given three scheduled retries: due in a minute, due a moment ago, and long overdue
+    from jobs.queueing import OVERDUE_RETRY
+
+    now = datetime.now(UTC)
+    ahead, late, abandoned = (str(ObjectId()) for _ in range(3))
+    schedule_retry(queue, ahead, now + timedelta(seconds=60))
+    schedule_retry(queue, late, now - timedelta(seconds=2))
+    schedule_retry(queue, abandoned, now - timedelta(seconds=OVERDUE_RETRY + 5))
+    enqueuer = Enqueuer(queue)
+    # When a sweep asks for each again
+    # Then only the long-overdue one is taken out of the registry and queued, once
+    assert [enqueuer.enqueue(m) for m in (ahead, late, abandoned)] == ["waiting", "waiting", "enqueued"]
+    assert enqueuer.enqueue(abandoned) == "waiting"
+    assert queue.get_job_ids() == [job_id(abandoned)]
+    assert set(queue.scheduled_job_registry.get_job_ids()) == {job_id(ahead), job_id(late)}
+
+
+def test_a_retry_scheduled_by_a_worker_that_died_is_run_by_a_sweep_while_rq_scheduler_lock_is_held(
+    service, db, queue, receiver
+):
+    # Given a message whose status job was scheduled for retry 30 s ago by a worker
+    # that then died: its RQ scheduler lock is still held (it lives 61 s), so no
+    # live worker's scheduler moves the retry
+    from rq.scheduler import RQScheduler
+
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    schedule_retry(queue, str(mid), datetime.now(UTC) - timedelta(seconds=30))
+    queue.connection.set(RQScheduler.get_locking_key(QUEUE), "a-worker-that-died", ex=61)
+    # When a worker and the 1 s sweep run
+    service.spawn("work")
+    service.spawn("schedule", SWEEP_INTERVAL="1")
+    # Then the sweep enqueues the retry and the message is decided long before the lock expires
+    doc = wait_until(lambda: decided(db, mid), 20, "the message to be decided")
+    assert doc["delivered"] is True
+    assert queue.connection.get(RQScheduler.get_locking_key(QUEUE)) == b"a-worker-that-died"
+    assert "no RQ scheduler moved it" in service.log_text()

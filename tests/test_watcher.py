@@ -83,7 +83,7 @@ def test_fifty_pairs_written_while_the_watcher_is_killed_are_all_delivered_once(
     wait_until(lambda: active_watcher(service), 20, "the watcher to be active")
     first = pairs(db, 5)
     wait_until(lambda: all_decided(db, first), 20, "the first pairs")
-    os.killpg(watcher.pid, signal.SIGKILL)
+    service.kill(watcher)
     watcher.wait(10)
     down = pairs(db, 50)
     service.spawn("watch")
@@ -121,7 +121,7 @@ def test_a_standby_watcher_takes_over_when_the_active_one_is_killed(service, cli
     wait_until(lambda: active_watcher(service), 20, "the active watcher's streams")
     # Which process holds the lock? The one whose log says it is active.
     active = a if f"watcher {holder[:8]} is active" in service.logs[0].read_text() else b
-    os.killpg(active.pid, signal.SIGKILL)
+    service.kill(active)
     killed_at = time.monotonic()
     wait_until(lambda: LeaderLock.holder(r) not in (None, holder), 20, "the standby to take the lock")
     took = time.monotonic() - killed_at
