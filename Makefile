@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3 2>/dev/null)
 
-.PHONY: install demo test lint bench bench-embedded clean
+.PHONY: install demo test lint bench bench-embedded chaos clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ bench: install
 
 bench-embedded: install
 	$(PY) -m bench.embedded
+
+chaos: install
+	$(PY) -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--sweep-only", action="store_true", help="no watcher: the 5 s sweep alone")
     parser.add_argument("--idle", type=float, default=0, help="seconds idle afterwards, for the watcher's RSS")
     args = parser.parse_args()
-    service = RunningService(["--workers", str(args.workers), *(["--simple"] if args.simple else []),
+    service = RunningService(["--workers", str(args.workers), "--simple" if args.simple else "--fork",
                               *(["--sweep-only"] if args.sweep_only else [])])
     try:
         service.wait_ready(sweep_only=args.sweep_only)

@@ -12,7 +12,7 @@ import jwt
 from bson import ObjectId
 from bson.decimal128 import Decimal128
 
-from jobs.errors import EmitRejected, RetryableError
+from jobs.errors import EmitRejected, SocketUnavailable
 from msgstatus.defaults import JWT_TTL
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -60,13 +60,13 @@ def emit_update(http: httpx.Client, socket_url: str, message: dict[str, Any], ac
             headers={"Authorization": f"Bearer {token}", "x-account-id": account_id},
         )
     except httpx.HTTPError as error:  # connection refused, timeouts, protocol errors
-        raise RetryableError(f"emit to {socket_url} failed: {type(error).__name__}: {error}") from error
+        raise SocketUnavailable(f"emit to {socket_url} failed: {type(error).__name__}: {error}") from error
     status = response.status_code
     if status < 300:
         return
     detail = response.text[:200]
     if status >= 500 or status in RETRYABLE_STATUS:
-        raise RetryableError(f"socket service answered {status}: {detail}")
+        raise SocketUnavailable(f"socket service answered {status}: {detail}")
     raise EmitRejected(
         f"socket service refused the emit with {status}: {detail} "
         "(check APP_SECRET and CONVERSATION_SOCKET; the job is not retried)"

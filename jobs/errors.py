@@ -7,6 +7,10 @@ class RetryableError(Exception):
     """Worth another attempt later: the socket service is down or slow, a transaction conflicted."""
 
 
+class SocketUnavailable(RetryableError):
+    """The socket service did not take the emit: refused, timed out, 5xx, 408 or 429."""
+
+
 class PermanentError(Exception):
     """Never retried: retrying cannot help (a 4xx from the socket service, a malformed message)."""
 

@@ -14,6 +14,7 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from jobs.wakeup import release_now
 from msgstatus.defaults import MAX_BACKOFF, QUEUE
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,10 @@ class Enqueuer:
         return (datetime.now(UTC) - due).total_seconds() > OVERDUE_RETRY
 
     def _release_overdue(self, job: Job, message_id: str) -> Outcome:
-        # Only whoever takes it out of the registry enqueues it: a sweep and RQ's
-        # scheduler racing here make one run, not two.
-        if not self.queue.scheduled_job_registry.remove(job):
+        if not release_now(self.queue, job.id):
             return "waiting"
         log.warning("message %s: its retry was due over %ds ago and no RQ scheduler moved it; enqueued now",
                     message_id, OVERDUE_RETRY)
-        self.queue.enqueue_job(job)
         return "enqueued"
 
     def _fetch(self, jid: str) -> Job | None:

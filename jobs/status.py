@@ -12,10 +12,10 @@ from bson.errors import InvalidId
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from rq import Retry, get_current_job
 
-from jobs import context, messages
+from jobs import context, messages, wakeup
 from jobs.emit import emit_update
-from jobs.errors import BadMessage, PermanentError, RetryableError
-from jobs.queueing import FINAL, retry_delay
+from jobs.errors import BadMessage, PermanentError, RetryableError, SocketUnavailable
+from jobs.queueing import FINAL, retry_delay, status_queue
 from msgstatus import counters
 from msgstatus.defaults import MAX_ATTEMPTS
 
@@ -53,6 +53,10 @@ def check_message_status(message_id: str) -> Outcome | Retry:
     token = lease.token
     try:
         outcome = _decide_and_emit(oid, token)
+    except SocketUnavailable as error:
+        messages.release(res.db, oid, token)
+        wakeup.emit_failed(res.redis)
+        return _retry_or_give_up(message_id, error)
     except RetryableError as error:
         messages.release(res.db, oid, token)
         return _retry_or_give_up(message_id, error)
@@ -69,6 +73,8 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         _final()
         raise
     counters.incr(res.redis, f"jobs_{outcome}")
+    if outcome in ("delivered", "failed"):
+        wakeup.emit_succeeded(res.redis, status_queue(res.redis))
     log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
     return outcome
 

@@ -72,10 +72,11 @@ def redis(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
-@click.option("--simple", is_flag=True, help="SimpleWorker: run jobs in the worker process, no fork per job.")
+@click.option("--simple/--fork", default=True, show_default=True,
+              help="SimpleWorker (jobs run in the worker process) or RQ's forking Worker (a work horse per job).")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 def work(workers: int, simple: bool, burst: bool) -> None:
-    """Run RQ workers for status and sweep jobs (forking by default)."""
+    """Run RQ workers for status and sweep jobs."""
     settings = load_settings("worker")
     exit_if_disabled(settings)
     try:
@@ -90,7 +91,7 @@ def work(workers: int, simple: bool, burst: bool) -> None:
     from embedded.processes import msgstatus_argv
     from msgstatus.supervisor import Child, Supervisor
 
-    extra = [*(["--simple"] if simple else []), *(["--burst"] if burst else [])]
+    extra = ["--simple" if simple else "--fork", *(["--burst"] if burst else [])]
     Supervisor([Child(f"worker-{i + 1}", msgstatus_argv("work", *extra)) for i in range(workers)]).run()
 
 
@@ -132,7 +133,8 @@ def watch() -> None:
 
 @main.command()
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
-@click.option("--simple", is_flag=True, help="SimpleWorkers (no fork per job).")
+@click.option("--simple/--fork", default=True, show_default=True,
+              help="SimpleWorkers (jobs run in the worker process) or forking Workers (a work horse per job).")
 @click.option("--sweep-only", is_flag=True, help="No watcher: the sweep alone finds messages (SWEEP_ONLY=1).")
 @click.option("--mongo-port", default=27017, show_default=True, type=int, help="Embedded MongoDB port.")
 @click.option("--redis-port", default=6379, show_default=True, type=int, help="Embedded Redis port.")

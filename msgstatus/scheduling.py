@@ -13,6 +13,7 @@ from rq_scheduler import Scheduler
 from jobs import messages
 from jobs.sweep import run_sweep
 from msgstatus.defaults import SWEEP_QUEUE
+from msgstatus.outage import wait_for_redis
 from msgstatus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,25 +29,57 @@ def ensure_indexes(settings: Settings) -> None:
 
 
 def run_scheduler(settings: Settings) -> None:
-    """Schedule the sweep and run rq-scheduler until SIGTERM/SIGINT."""
+    """Schedule the sweep and run rq-scheduler until SIGTERM/SIGINT; ride out Redis outages."""
     ensure_indexes(settings)
     connection = redis.Redis.from_url(settings.redis_url)
-    # rq-scheduler polls every 60 s by default; poll every second so a 5 s job runs every 5 s.
-    scheduler = Scheduler(queue_name=SWEEP_QUEUE, connection=connection, interval=1)
-    if SWEEP_JOB_ID in scheduler:
-        scheduler.cancel(SWEEP_JOB_ID)
-    scheduler.schedule(
-        scheduled_time=datetime.now(UTC).replace(tzinfo=None),
-        func=run_sweep,
-        interval=settings.sweep_interval,
-        repeat=None,
-        id=SWEEP_JOB_ID,
-        result_ttl=settings.sweep_interval * 10,
-        ttl=settings.sweep_interval * 10,
-        description=f"sweep every {settings.sweep_interval}s",
-    )
-    log.info("sweep scheduled every %ds on queue %s", settings.sweep_interval, SWEEP_QUEUE)
     try:
-        scheduler.run()
+        while True:
+            try:
+                _scheduler(connection, settings).run()
+                return
+            except redis.exceptions.ConnectionError as error:
+                # Redis may come back empty: the sweep is scheduled again then.
+                log.warning("scheduler: lost Redis (%s)", error)
+            if not wait_for_redis(connection, "scheduler"):
+                return
     finally:
         connection.close()
+
+
+class SweepScheduler(Scheduler):  # type: ignore[misc]
+    """rq-scheduler that keeps the sweep scheduled, even after Redis restarts empty."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+        # rq-scheduler polls every 60 s by default; poll every second so a 5 s job runs every 5 s.
+        super().__init__(queue_name=SWEEP_QUEUE, connection=connection, interval=1)
+        self.settings = settings
+
+    def schedule_sweep(self) -> None:
+        """(Re)schedule the sweep every SWEEP_INTERVAL seconds, starting now."""
+        if SWEEP_JOB_ID in self:
+            self.cancel(SWEEP_JOB_ID)
+        interval = self.settings.sweep_interval
+        self.schedule(
+            scheduled_time=datetime.now(UTC).replace(tzinfo=None),
+            func=run_sweep,
+            interval=interval,
+            repeat=None,
+            id=SWEEP_JOB_ID,
+            result_ttl=interval * 10,
+            ttl=interval * 10,
+            description=f"sweep every {interval}s",
+        )
+        log.info("sweep scheduled every %ds on queue %s", interval, SWEEP_QUEUE)
+
+    def enqueue_jobs(self) -> Any:
+        # A Redis that came back empty has lost the schedule without an error reaching us.
+        if SWEEP_JOB_ID not in self:
+            log.warning("scheduler: the sweep's schedule is gone from Redis (restarted empty?); scheduling it again")
+            self.schedule_sweep()
+        return super().enqueue_jobs()
+
+
+def _scheduler(connection: redis.Redis, settings: Settings) -> SweepScheduler:
+    scheduler = SweepScheduler(connection, settings)
+    scheduler.schedule_sweep()
+    return scheduler

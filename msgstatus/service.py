@@ -46,7 +46,7 @@ def run_all(
         log.info("sweep-only mode: no watcher; the sweep runs every %ds", settings.sweep_interval)
     else:
         children.append(Child("watcher", msgstatus_argv("watch"), env))
-    extra = ["--simple"] if simple else []
+    extra = ["--simple" if simple else "--fork"]
     children += [Child(f"worker-{i + 1}", msgstatus_argv("work", *extra), env) for i in range(workers)]
     children.append(Child("scheduler", msgstatus_argv("schedule"), env))
     if api_port:

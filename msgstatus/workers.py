@@ -9,6 +9,7 @@ from rq import Queue, SimpleWorker, Worker
 
 from jobs import context
 from msgstatus.defaults import QUEUE, SWEEP_QUEUE
+from msgstatus.outage import wait_for_redis
 from msgstatus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ def queues(connection: redis.Redis) -> list[Queue]:
     return [Queue(SWEEP_QUEUE, connection=connection), Queue(QUEUE, connection=connection)]
 
 
-def run_worker(settings: Settings, simple: bool = False, burst: bool = False) -> bool:
+def run_worker(settings: Settings, simple: bool = True, burst: bool = False) -> bool:
     """Run one RQ worker until SIGTERM/SIGINT (RQ's warm shutdown) or, with ``burst``, an empty queue."""
     settings.require_socket()
     context.install(settings)
@@ -27,11 +28,24 @@ def run_worker(settings: Settings, simple: bool = False, burst: bool = False) ->
 
     connection = redis.Redis.from_url(settings.redis_url)
     worker_class = SimpleWorker if simple else Worker
-    worker = worker_class(queues(connection), connection=connection)
-    log.info("%s %s listening on %s", worker_class.__name__, worker.name, ", ".join(q.name for q in worker.queues))
     try:
-        # with_scheduler: RQ's own scheduler moves retries (jobs returned Retry) back onto the queue.
-        return bool(worker.work(with_scheduler=True, burst=burst, logging_level=settings.log_level))
+        while True:
+            worker = worker_class(queues(connection), connection=connection)
+            log.info("%s %s listening on %s", worker_class.__name__, worker.name,
+                     ", ".join(q.name for q in worker.queues))
+            try:
+                # with_scheduler: RQ's own scheduler moves retries (jobs returned Retry) back onto the queue.
+                worked = worker.work(with_scheduler=True, burst=burst, logging_level=settings.log_level)
+            except redis.exceptions.ConnectionError:
+                worked = False  # raised by RQ's teardown while Redis is away
+            # RQ notes the time of a SIGTERM/SIGINT (warm shutdown) whether or not a job was running.
+            if burst or worker._shutdown_requested_date is not None:
+                return bool(worked)
+            # RQ's loop ends on errors it does not retry itself, such as Redis going away
+            # during its maintenance: wait for Redis and start a fresh worker.
+            log.warning("worker %s stopped on an error; a new worker starts once Redis answers", worker.name)
+            if not wait_for_redis(connection, f"worker {worker.name}"):
+                return bool(worked)
     finally:
         context.close()
         connection.close()

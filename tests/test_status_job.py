@@ -182,7 +182,7 @@ def test_a_worker_killed_mid_job_leaves_a_claim_that_expires_and_the_next_sweep_
     receiver.behaviour.delay = 30  # the emit hangs: the worker is mid-job when killed
     mid = factories.message(db)
     factories.communication(db, mid)
-    worker = service.spawn("work", CLAIM_TTL="3")
+    worker = service.spawn("work", "--fork", CLAIM_TTL="3")  # forking: the horse must die too
     enqueue(queue, mid)
     wait_until(lambda: receiver.requests == 1, 20, "the job to reach the emit")
     service.kill(worker)  # the work horse too: it is in a process group of its own
@@ -312,3 +312,23 @@ def test_a_retry_scheduled_by_a_worker_that_died_is_run_by_a_sweep_while_rq_sche
     assert doc["delivered"] is True
     assert queue.connection.get(RQScheduler.get_locking_key(QUEUE)) == b"a-worker-that-died"
     assert "no RQ scheduler moved it" in service.log_text()
+
+
+def test_retries_waiting_on_the_socket_run_as_soon_as_it_answers_again(service, db, queue, receiver):
+    # Given the socket service failing: one message's emit fails, and another's retry waits a minute
+    receiver.behaviour.status = 503
+    failing, waiting, fresh = (factories.message(db) for _ in range(3))
+    for mid in (failing, waiting, fresh):
+        factories.communication(db, mid)
+    schedule_retry(queue, str(waiting), datetime.now(UTC) + timedelta(seconds=60))
+    service.spawn("work")
+    enqueue(queue, failing)
+    wait_until(lambda: receiver.requests >= 1 and queue.scheduled_job_registry.count >= 2, 20, "a failed emit")
+    # When the socket service answers again and a new message is emitted
+    receiver.behaviour.status = 200
+    enqueue(queue, fresh)
+    # Then the waiting retry runs at once, not in a minute
+    wait_until(lambda: decided(db, fresh), 20, "the new message")
+    wait_until(lambda: decided(db, waiting), 15, "the retry that was to wait a minute")
+    wait_until(lambda: decided(db, failing), 15, "the message whose emit failed")
+    assert "waiting retries enqueued now" in service.log_text()

@@ -1,0 +1,213 @@
+"""``make chaos``: ``msgstatus run`` on the embedded default under steady traffic, faults one after
+another, then the invariants over every message written, and a load run.
+
+Run: ``make chaos`` (``python -m bench.chaos``); ``--quick`` is the short version the test suite runs.
+Writes bench/chaos-results.md (``--out``) and exits 1 when an invariant fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymongo
+import redis
+from bson import ObjectId
+from rq import Worker
+
+from bench.chaos_checks import Phase, check_invariants, load_run, report
+from bench.chaos_traffic import Ledger, Observer, Socket, Traffic
+from embedded.processes import kill_tree
+from msgstatus.defaults import SWEEP_INTERVAL
+from msgstatus.harness import RunningService
+
+HERE = Path(__file__).parent
+RECOVERY_LIMIT = SWEEP_INTERVAL + 30
+"""Seconds after a fault ends by which every message written before its end must be decided."""
+
+AFTERMATH = 5.0
+"""Seconds after a fault's end whose messages still count as written during it."""
+
+
+@dataclass
+class Chaos:
+    """The service, its traffic and the faults, one after another."""
+
+    quick: bool
+    workers: int = 2
+    phases: list[Phase] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.service = RunningService(["--workers", str(self.workers), "--simple", "--api-port", "0"])
+        self.ledger = Ledger()
+        self.socket = Socket(self.service.receiver, self.ledger)
+        self.traffic = Traffic(self.service.db, self.ledger, rate=5)
+        self.observer = Observer(self.service.mongo_url, "msgstatus", self.ledger)
+        self.killed: set[int] = set()
+
+    def start(self) -> None:
+        self.service.wait_ready()
+        self.observer.start()
+        self.traffic.start()
+        self.settle(3)
+
+    def settle(self, seconds: float) -> None:
+        time.sleep(seconds)  # steady traffic between faults: this is the run, not a wait for a condition
+
+    def child(self, name: str) -> int:
+        return self.service.children()[name]
+
+    def kill(self, name: str) -> float:
+        """SIGKILL a supervised child (and all below it); the supervisor starts a new one."""
+        pid = self.child(name)
+        self.killed.add(pid)
+        kill_tree(pid)
+        return time.time()
+
+    def fault(self, name: str, action: Callable[[], float]) -> None:
+        """Run one fault; ``action`` returns when it ended. Then wait for recovery and record it."""
+        print(f"chaos: {name} ...", flush=True)
+        started = time.time()
+        ended = action()
+        # Messages written up to 5 s after the end count too (a killed process is being replaced).
+        window, deadline = ended + AFTERMATH, ended + RECOVERY_LIMIT + AFTERMATH
+        while time.time() < window or (self.ledger.pending(window) and time.time() < deadline):
+            self.observer.reconcile(self.service.db, self.ledger.pending(window))
+            time.sleep(0.2)
+        phase = Phase(name, started, ended, written=self.ledger.written_between(started, window),
+                      recovery=max(0.0, self.ledger.last_decision(ended) - ended),
+                      worst_delay=self.ledger.worst_delay(started, window),
+                      pending=len(self.ledger.pending(ended)))
+        self.phases.append(phase)
+        print(f"chaos: {name}: recovered in {phase.recovery:.1f}s, {phase.pending} pending", flush=True)
+        self.settle(2)
+
+    # The faults ---------------------------------------------------------------------------------
+
+    def kill_watcher(self) -> float:
+        return self.kill("watcher")
+
+    def kill_watcher_mid_batch(self) -> float:
+        burst = Traffic(self.service.db, self.ledger, rate=1)
+        writing = threading.Thread(target=burst.burst, args=(100 if self.quick else 300,))
+        writing.start()
+        before = len(self.ledger.messages)
+        while len(self.ledger.messages) < before + (40 if self.quick else 120):
+            time.sleep(0.01)
+        ended = self.kill("watcher")
+        writing.join()
+        return max(ended, time.time())
+
+    def kill_worker_mid_job(self) -> float:
+        self.socket.receiver.behaviour.delay = 1.0  # so that status jobs spend a second mid-emit
+        try:
+            while True:
+                busy = self._worker_in_emit()
+                if busy is not None:
+                    return self.kill(busy)
+                time.sleep(0.01)
+        finally:
+            self.socket.receiver.behaviour.delay = 0
+
+    def _worker_in_emit(self) -> str | None:
+        """A worker child running the status job of a message that has its log, 0.2 s into it."""
+        children = {pid: name for name, pid in self.service.children().items() if name.startswith("worker")}
+        for worker in Worker.all(connection=self.service.redis):
+            job_id = worker.get_current_job_id() or ""
+            message = self.ledger.messages.get(ObjectId(job_id[7:31])) if job_id.startswith("status-") else None
+            if worker.pid in children and message is not None and message.with_log:
+                time.sleep(0.2)
+                if worker.get_current_job_id() == job_id:
+                    return children[worker.pid]
+        return None
+
+    def restart_redis_empty(self) -> float:
+        self.kill("redis")
+        client = redis.Redis(port=self.service.redis_port)
+        while True:
+            try:
+                client.ping()
+                return time.time()
+            except redis.RedisError:
+                time.sleep(0.05)
+
+    def socket_outage(self) -> float:
+        each = 5 if self.quick else 20
+        self.socket.receiver.behaviour.status = 503
+        time.sleep(each)
+        self.socket.down()
+        time.sleep(each)
+        self.socket.up()
+        self.socket.receiver.behaviour.delay = 2.0
+        time.sleep(each)
+        self.socket.receiver.behaviour.delay = 0
+        return time.time()
+
+    def restart_database(self) -> float:
+        # What was written so far is checked now: it is gone with the server.
+        self.traffic.paused.set()
+        self.checkpoint = check_invariants(self, final=False)
+        self.kill("mongo")
+        self.ledger.epoch += 1
+        self.traffic.paused.clear()
+        client: pymongo.MongoClient[dict] = pymongo.MongoClient(self.service.mongo_url, serverSelectionTimeoutMS=500)
+        with client:
+            while True:
+                try:
+                    client.admin.command("ping")
+                    return time.time()
+                except pymongo.errors.PyMongoError:
+                    time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.traffic.stopping.set()
+        self.traffic.join()
+        self.observer.stopping.set()
+        self.observer.join()
+        code = self.service.stop()
+        self.socket.stop()
+        return code
+
+
+def run(quick: bool, skip_load: bool = False) -> tuple[str, bool]:
+    chaos = Chaos(quick)
+    try:
+        chaos.start()
+        chaos.fault("SIGKILL the watcher", chaos.kill_watcher)
+        chaos.fault("SIGKILL the watcher mid-batch", chaos.kill_watcher_mid_batch)
+        chaos.fault("SIGKILL a worker mid-job", chaos.kill_worker_mid_job)
+        if not quick:
+            chaos.fault("Redis restarted empty", chaos.restart_redis_empty)
+            chaos.fault("socket 503, unreachable, slow (2 s)", chaos.socket_outage)
+            chaos.fault("database restarted (empty)", chaos.restart_database)
+            chaos.settle(15)  # traffic into the new database, through a watcher that recovered
+        chaos.traffic.stopping.set()
+        chaos.traffic.join()
+        chaos.settle(1)
+        final = check_invariants(chaos, final=True)
+    finally:
+        chaos.stop()
+    load = None if quick or skip_load else load_run()
+    return report(chaos, final, load), final.ok and (load is None or load.ok)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="three faults, short: the test suite's version")
+    parser.add_argument("--skip-load", action="store_true", help="the faults only, no load run")
+    parser.add_argument("--out", type=Path, default=HERE / "chaos-results.md")
+    args = parser.parse_args()
+    text, ok = run(args.quick, args.skip_load)
+    args.out.write_text(text)
+    print(text)
+    print(f"chaos: {'all invariants hold' if ok else 'AN INVARIANT FAILED'}; written to {args.out}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Redis going away and coming back empty: the processes ride it out and the safety net stays."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests import factories
+from tests.conftest import Service, start_redis
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def own_redis():
+    """A redis-server of this test's own, which it may kill."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+def test_redis_restarted_empty_keeps_worker_and_scheduler_running_and_the_sweep_scheduled(
+    service, client, receiver, own_redis
+):
+    # Given a worker and the 1 s sweep (sweep-only: no watcher) on a Redis of their own
+    svc = Service({**service.env, "REDIS_URL": own_redis.url, "SWEEP_INTERVAL": "1"},
+                  service.mongo_url, own_redis.url, service.database)
+    db = client[service.database]
+    worker, scheduler = svc.spawn("work"), svc.spawn("schedule")
+    try:
+        first = factories.message(db)
+        factories.communication(db, first)
+        wait_until(lambda: db.support_messages.find_one({"_id": first, "delivered": True}), 20, "a first delivery")
+        # When Redis is killed and, a few seconds later, started again empty on the same port
+        before = len(svc.log_text())
+        os.kill(own_redis.pid, signal.SIGKILL)
+        own_redis.process.wait()
+        wait_until(lambda: "Redis" in svc.log_text()[before:] or scheduler.poll() is not None, 20,
+                   "the processes to notice")
+        restarted = start_redis(port=own_redis.port)
+        try:
+            # Then both processes are still running, the sweep is scheduled again, and a new message is delivered
+            second = factories.message(db)
+            factories.communication(db, second)
+            wait_until(lambda: db.support_messages.find_one({"_id": second, "delivered": True}), 30,
+                       "a delivery after the restart")
+            assert worker.poll() is None and scheduler.poll() is None
+        finally:
+            svc.stop_all()
+            restarted.stop()
+    finally:
+        svc.stop_all()
+
+
+def test_an_idle_worker_and_the_scheduler_stop_on_sigterm_and_exit_cleanly(service):
+    # Given an idle worker and the scheduler (their outage handling must not swallow a stop)
+    worker, scheduler = service.spawn("work"), service.spawn("schedule")
+    wait_until(lambda: "Listening on" in service.log_text() and "sweep scheduled" in service.log_text(), 20,
+               "both to start")
+    # When each gets SIGTERM
+    for process in (worker, scheduler):
+        os.killpg(process.pid, signal.SIGTERM)
+    # Then each exits at once, with 0
+    assert worker.wait(10) == 0
+    assert scheduler.wait(10) == 0
