@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
-from bench.compare import Rig, System, comm_doc, message_doc, offer
+from bench.rig import Rig, System, comm_doc, message_doc, offer
 from jobs.messages import CLAIM
 from msgstatus.harness import rss_kib
 
@@ -72,9 +72,8 @@ def check_invariants(chaos: Chaos, final: bool) -> Invariants:
     ledger, db = chaos.ledger, chaos.service.db
     now = time.time()
     deadline = now + RECOVERY_LIMIT
-    while (pending := ledger.pending(now)) and time.time() < deadline:
-        chaos.observer.reconcile(db, pending)
-        time.sleep(0.2)
+    while ledger.pending(now) and time.time() < deadline:
+        time.sleep(0.5)
     with ledger.lock:
         mine = {mid: m for mid, m in ledger.messages.items() if m.epoch == ledger.epoch}
         decided = {k: list(v) for k, v in ledger.decided.items()}
@@ -143,6 +142,12 @@ class Load:
         return [n for n, a, b in zip(names, first[1:], last[1:], strict=True) if b > a * 1.10]
 
 
+def _rss_mark(second: int, system: System) -> tuple[int, int, int, int]:
+    """RSS of the watcher and the two workers (the system's processes 0, 2 and 3)."""
+    processes = system.processes
+    return second, rss_kib(processes[0].pid), rss_kib(processes[2].pid), rss_kib(processes[3].pid)
+
+
 def load_run(backlog: int = 10_000, rate: float = 50, seconds: float = 60, drain_cap: float = 900) -> Load:
     """``backlog`` pairs present at start, then ``rate``/s for ``seconds``; RSS each minute until drained."""
     print(f"chaos: load: {backlog} backlog + {rate:g}/s for {seconds:g}s, 2 workers ...", flush=True)
@@ -163,7 +168,7 @@ def load_run(backlog: int = 10_000, rate: float = 50, seconds: float = 60, drain
             while time.monotonic() - began < drain_cap:
                 elapsed = time.monotonic() - began
                 if elapsed >= next_mark:
-                    load.rss.append((int(elapsed), *(rss_kib(system.processes[i].pid) for i in (0, 2, 3))))
+                    load.rss.append(_rss_mark(int(elapsed), system))
                     next_mark += 60
                 if not writer.is_alive() and len(rig.receiver.emits) >= backlog + offered[0]:
                     break
@@ -171,7 +176,7 @@ def load_run(backlog: int = 10_000, rate: float = 50, seconds: float = 60, drain
             load.drained_after = time.monotonic() - began
             writer.join()
             load.offered, load.emitted = offered[0], len(rig.receiver.emits)
-            load.rss.append((int(load.drained_after), *(rss_kib(system.processes[i].pid) for i in (0, 2, 3))))
+            load.rss.append(_rss_mark(int(load.drained_after), system))
         finally:
             system.stop()
         load.undecided = rig.db.support_messages.count_documents({"delivered": {"$exists": False}})
@@ -190,15 +195,15 @@ def _commit() -> str:
 
 def report(chaos: Chaos, final: Invariants, load: Load | None) -> str:
     """bench/chaos-results.md."""
-    from bench.chaos import RECOVERY_LIMIT
+    from bench.chaos import CLAIM_TTL, RECOVERY_LIMIT
 
     checkpoint: Invariants | None = getattr(chaos, "checkpoint", None)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = [
         "# Chaos results" + (" (quick)" if chaos.quick else ""), "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}, {os.cpu_count()} cores, {memory:.1f} GiB, "
-        f"Python {platform.python_version()}. `msgstatus run --workers {chaos.workers} --simple` on the embedded "
-        f"default, traffic ~5 messages/s. Rerun: `make chaos`.", "",
+        f"Python {platform.python_version()}. `CLAIM_TTL={CLAIM_TTL} msgstatus run --workers {chaos.workers} --simple` "
+        f"on the embedded default, traffic ~5 messages/s. Rerun: `make chaos`.", "",
         f"Recovery: seconds from the end of a fault until every message with a log written before that end was "
         f"seen decided (limit {RECOVERY_LIMIT}s = sweep interval + 30 s; a failure if exceeded). Worst delay: "
         f"the longest wait from log insert to decision of a message whose log was written from the fault's start "

@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pymongo
 
@@ -53,7 +54,7 @@ def start(stock: bool, prefill: int = 0) -> tuple[subprocess.Popen[bytes], str]:
     wait_for_port("127.0.0.1", port, 60, process)
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     if not stock and prefill:
-        with pymongo.MongoClient(url) as client:
+        with pymongo.MongoClient[dict[str, Any]](url) as client:
             for first in range(0, prefill, 5_000):
                 client.bench.messages.insert_many([{"i": i} for i in range(first, min(first + 5_000, prefill))])
     return process, url
@@ -72,7 +73,7 @@ def insert_rates(stock: bool) -> tuple[float, float]:
     for prefill in (100, 19_900):
         process, url = start(stock, prefill)
         try:
-            with pymongo.MongoClient(url) as client:
+            with pymongo.MongoClient[dict[str, Any]](url) as client:
                 rates.append(insert_rate(client.bench.messages, 100))
         finally:
             stop(process)
@@ -91,8 +92,8 @@ def event_latency_and_idle(samples: int = 500, idle_seconds: float = 10.0) -> tu
     latencies: list[float] = []
     try:
         with (
-            pymongo.MongoClient(url) as writer,
-            pymongo.MongoClient(url) as reader,
+            pymongo.MongoClient[dict[str, Any]](url) as writer,
+            pymongo.MongoClient[dict[str, Any]](url) as reader,
             reader.bench.messages.watch(max_await_time_ms=1000) as stream,
         ):
             stream.try_next()

@@ -14,7 +14,7 @@ import time
 
 from bson import ObjectId
 
-from bench.compare import SECRET, Rig, comm_doc, message_doc
+from bench.rig import SECRET, Rig, comm_doc, message_doc
 from jobs import context
 from msgstatus.settings import Settings
 

@@ -1,4 +1,9 @@
-"""Retries that wait on the socket service run as soon as it answers again, not after their backoff.
+"""Moving retries back onto the queue: when they are due, and early once the socket service is back.
+
+RQ moves due retries with a scheduler inside one worker, holding a lock that
+outlives a killed worker by 61 s and that a Redis restart loses; ``msgstatus
+schedule`` moves them too (``release_due``, every second), so retries run on
+time whatever happened to the workers.
 
 After an outage of a minute, retries still back off for up to 64 s more. The
 first emit that succeeds after a failed one moves them all back onto the queue:
@@ -9,6 +14,7 @@ waiting message at most one extra attempt per interval, never a storm.
 from __future__ import annotations
 
 import logging
+import time
 
 from redis import Redis
 from rq import Queue
@@ -43,6 +49,12 @@ def emit_succeeded(redis: Redis, queue: Queue) -> int:
     woken = sum(release_now(queue, job_id) for job_id in queue.scheduled_job_registry.get_job_ids())
     log.info("the socket service answers again: %d waiting retries enqueued now", woken)
     return woken
+
+
+def release_due(queue: Queue) -> int:
+    """Enqueue every scheduled job of ``queue`` whose time has come; how many."""
+    due = queue.scheduled_job_registry.get_jobs_to_schedule(int(time.time()))
+    return sum(release_now(queue, job_id) for job_id in due)
 
 
 def release_now(queue: Queue, job_id: str) -> bool:

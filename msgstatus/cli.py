@@ -72,11 +72,11 @@ def redis(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
-@click.option("--simple/--fork", default=True, show_default=True,
+@click.option("--simple/--fork", default=False, show_default=True,
               help="SimpleWorker (jobs run in the worker process) or RQ's forking Worker (a work horse per job).")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 def work(workers: int, simple: bool, burst: bool) -> None:
-    """Run RQ workers for status and sweep jobs."""
+    """Run RQ workers for status and sweep jobs (forking by default, as RQ's own workers)."""
     settings = load_settings("worker")
     exit_if_disabled(settings)
     try:
@@ -133,6 +133,8 @@ def watch() -> None:
 
 @main.command()
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+# SimpleWorkers by default here: the whole service is about latency, and a fork per job costs
+# ~45 ms (a fresh MongoClient in every work horse), more than the job itself.
 @click.option("--simple/--fork", default=True, show_default=True,
               help="SimpleWorkers (jobs run in the worker process) or forking Workers (a work horse per job).")
 @click.option("--sweep-only", is_flag=True, help="No watcher: the sweep alone finds messages (SWEEP_ONLY=1).")

@@ -3,9 +3,9 @@
 SWEEP_INTERVAL = 5
 """Seconds between sweeps: the seed's documented 5-second cron (rq-scheduler counts whole seconds)."""
 
-CLAIM_TTL = 20.0
-"""Seconds a worker's claim on a message lasts: twice EMIT_TIMEOUT, longer than any one attempt
-(lookups, an emit, the commit), and short, because a crashed worker's message waits this long."""
+CLAIM_TTL = 60.0
+"""Seconds a worker's claim on a message lasts; a crashed worker's message waits this long. It must
+outlast one attempt (lookups, an emit of up to EMIT_TIMEOUT, the commit)."""
 
 MAX_ATTEMPTS = 10
 """Attempts of one status job before it fails, as the seed's Bull job had."""

@@ -20,7 +20,7 @@ def queues(connection: redis.Redis) -> list[Queue]:
     return [Queue(SWEEP_QUEUE, connection=connection), Queue(QUEUE, connection=connection)]
 
 
-def run_worker(settings: Settings, simple: bool = True, burst: bool = False) -> bool:
+def run_worker(settings: Settings, simple: bool = False, burst: bool = False) -> bool:
     """Run one RQ worker until SIGTERM/SIGINT (RQ's warm shutdown) or, with ``burst``, an empty queue."""
     settings.require_socket()
     context.install(settings)

@@ -18,7 +18,7 @@ def test_nothing_configured_means_the_embedded_default():
     assert settings.embedded_mongo and settings.embedded_redis
     assert settings.mongo_url == defaults.EMBEDDED_MONGO_URL
     assert settings.redis_url == defaults.EMBEDDED_REDIS_URL
-    assert settings.sweep_interval == 5 and settings.claim_ttl == 20
+    assert settings.sweep_interval == 5 and settings.claim_ttl == 60
     assert settings.enabled and not settings.hooks and not settings.sweep_only
     assert settings.database == "msgstatus"
 

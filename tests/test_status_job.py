@@ -292,26 +292,23 @@ def test_a_retry_overdue_by_more_than_its_grace_is_enqueued_but_one_still_due_wa
     assert set(queue.scheduled_job_registry.get_job_ids()) == {job_id(ahead), job_id(late)}
 
 
-def test_a_retry_scheduled_by_a_worker_that_died_is_run_by_a_sweep_while_rq_scheduler_lock_is_held(
-    service, db, queue, receiver
-):
-    # Given a message whose status job was scheduled for retry 30 s ago by a worker
-    # that then died: its RQ scheduler lock is still held (it lives 61 s), so no
-    # live worker's scheduler moves the retry
+def test_a_retry_runs_on_time_while_a_worker_that_died_still_holds_rq_scheduler_lock(service, db, queue, receiver):
+    # Given a message whose status job is to be retried in 3 s, in a queue whose RQ scheduler
+    # lock is held by a worker that died (the lock outlives it by 61 s): no worker's RQ
+    # scheduler will move the retry
     from rq.scheduler import RQScheduler
 
     mid = factories.message(db)
     factories.communication(db, mid)
-    schedule_retry(queue, str(mid), datetime.now(UTC) - timedelta(seconds=30))
+    schedule_retry(queue, str(mid), datetime.now(UTC) + timedelta(seconds=3))
     queue.connection.set(RQScheduler.get_locking_key(QUEUE), "a-worker-that-died", ex=61)
-    # When a worker and the 1 s sweep run
+    # When a worker and `msgstatus schedule` run
     service.spawn("work")
-    service.spawn("schedule", SWEEP_INTERVAL="1")
-    # Then the sweep enqueues the retry and the message is decided long before the lock expires
-    doc = wait_until(lambda: decided(db, mid), 20, "the message to be decided")
+    service.spawn("schedule")
+    # Then the retry runs when due, long before the lock expires or a sweep finds it overdue (15 s)
+    doc = wait_until(lambda: decided(db, mid), 12, "the message to be decided")
     assert doc["delivered"] is True
     assert queue.connection.get(RQScheduler.get_locking_key(QUEUE)) == b"a-worker-that-died"
-    assert "no RQ scheduler moved it" in service.log_text()
 
 
 def test_retries_waiting_on_the_socket_run_as_soon_as_it_answers_again(service, db, queue, receiver):
