@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -14,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
+from bench.report import stamp
 from bench.rig import Rig, System, comm_doc, message_doc, offer
 from jobs.messages import CLAIM
 from msgstatus.harness import rss_kib
@@ -185,24 +183,14 @@ def load_run(backlog: int = 10_000, rate: float = 50, seconds: float = 60, drain
     return load
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def report(chaos: Chaos, final: Invariants, load: Load | None) -> str:
     """bench/chaos-results.md."""
     from bench.chaos import CLAIM_TTL, RECOVERY_LIMIT
 
     checkpoint: Invariants | None = getattr(chaos, "checkpoint", None)
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = [
         "# Chaos results" + (" (quick)" if chaos.quick else ""), "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}, {os.cpu_count()} cores, {memory:.1f} GiB, "
-        f"Python {platform.python_version()}. `CLAIM_TTL={CLAIM_TTL} msgstatus run --workers {chaos.workers} --simple` "
+        f"{stamp()}. `CLAIM_TTL={CLAIM_TTL} msgstatus run --workers {chaos.workers} --simple` "
         f"on the embedded default, traffic ~5 messages/s. Rerun: `make chaos`.", "",
         f"Recovery: seconds from the end of a fault until every message with a log written before that end was "
         f"seen decided (limit {RECOVERY_LIMIT}s = sweep interval + 30 s; a failure if exceeded). Worst delay: "

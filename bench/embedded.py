@@ -7,17 +7,16 @@ Run: ``make bench-embedded`` (or ``python -m bench.embedded``); writes bench/emb
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pymongo
 
+from bench.report import stamp
 from embedded.processes import free_port, msgstatus_argv, stop, wait_for_port
 
 RESULTS = Path(__file__).with_name("embedded-results.md")
@@ -120,12 +119,9 @@ def main() -> None:
     stock_early, stock_late = insert_rates(stock=True)
     ours_early, ours_late = insert_rates(stock=False)
     latencies, idle = event_latency_and_idle()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     report = f"""# Embedded MongoDB measurements
 
-{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit `{commit or "uncommitted"}`, {os.cpu_count()} cores,
-{memory_gib:.0f} GiB, Python {platform.python_version()}. Rerun: `make bench-embedded`.
+{stamp()}. Rerun: `make bench-embedded`.
 Everything goes over the wire through pymongo, one client, one insert at a time.
 
 ## Inserts per second by collection size

@@ -38,14 +38,23 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+def stamp() -> str:
+    """When, which commit, and on what machine: the first words of every results file."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = ""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit `{commit or 'unknown'}`, {os.cpu_count()} cores, "
+            f"{memory:.0f} GiB, Python {platform.python_version()}")
+
+
+def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool) -> str:
     out = [
         "# msgstatus vs the polling job it replaces" + (" (quick run)" if quick else ""),
         "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit `{commit or 'uncommitted'}`, {os.cpu_count()} cores, "
-        f"{memory:.0f} GiB, Python {platform.python_version()}. Both systems ran one after the other against the "
+        f"{stamp()}. Both systems ran one after the other against the "
         "same kind of servers, embedded MongoDB and Redis started afresh for each scenario (and each drain run), "
         "with the same socket receiver (which verifies every JWT). "
         f"Rerun: `make bench`{' (this was `--quick`)' if quick else ''}. The baseline is "

@@ -53,12 +53,10 @@ def check_message_status(message_id: str) -> Outcome | Retry:
     token = lease.token
     try:
         outcome = _decide_and_emit(oid, token)
-    except SocketUnavailable as error:
-        messages.release(res.db, oid, token)
-        wakeup.emit_failed(res.redis)
-        return _retry_or_give_up(message_id, error)
     except RetryableError as error:
         messages.release(res.db, oid, token)
+        if isinstance(error, SocketUnavailable):
+            wakeup.emit_failed(res.redis)
         return _retry_or_give_up(message_id, error)
     except PyMongoError as error:
         messages.release(res.db, oid, token)
