@@ -8,6 +8,7 @@ Writes bench/chaos-results.md (``--out``) and exits 1 when an invariant fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 import time
@@ -22,17 +23,17 @@ from rq import Worker
 
 from bench.chaos_checks import Phase, check_invariants, load_run, report
 from bench.chaos_traffic import Ledger, Observer, Socket, Traffic
+from core.defaults import SWEEP_INTERVAL
 from embedded.processes import kill_tree
-from msgstatus.defaults import SWEEP_INTERVAL
 from msgstatus.harness import RunningService
 
 HERE = Path(__file__).parent
 RECOVERY_LIMIT = SWEEP_INTERVAL + 30
 """Seconds after a fault ends by which every message written before its end must be decided."""
 
-CLAIM_TTL = 20
-"""The run's CLAIM_TTL (default 60 s): a killed worker's message waits for its claim to expire, and the
-recovery limit is 35 s. Twice the emit timeout is still longer than any one attempt."""
+RETRIES = {"FAST_ATTEMPTS": "3", "SLOW_RETRY": "20"}
+"""The run's retry schedule, compressed from 10 fast attempts (8.5 minutes) and a 5-minute slow retry so
+that an outage outlasts the fast attempts within a phase. Claims and sweeps keep their defaults."""
 
 AFTERMATH = 5.0
 """Seconds after a fault's end whose messages still count as written during it."""
@@ -48,7 +49,7 @@ class Chaos:
 
     def __post_init__(self) -> None:
         self.service = RunningService(["--workers", str(self.workers), "--simple", "--api-port", "0"],
-                                      env={"CLAIM_TTL": str(CLAIM_TTL), "LOG_LEVEL": "INFO"})
+                                      env={**RETRIES, "LOG_LEVEL": "INFO"})
         self.ledger = Ledger()
         self.socket = Socket(self.service.receiver, self.ledger)
         self.traffic = Traffic(self.service.db, self.ledger, rate=5)
@@ -153,6 +154,38 @@ class Chaos:
         self.socket.receiver.behaviour.delay = 0
         return time.time()
 
+    def socket_down_past_fast_retries(self) -> float:
+        """503 for longer than every fast attempt takes: messages wait for slow retries, then heal."""
+        self.socket.receiver.behaviour.status = 503
+        time.sleep(10 if self.quick else 30)
+        self.socket.receiver.behaviour.status = 200
+        return time.time()
+
+    def drop_redis_while_retries_move(self) -> float:
+        """Emits fail, then retries move while every Redis connection is dropped again and again, and
+        a mover through a relay loses its connection right after taking a retry out of the registry."""
+        from jobs.queueing import status_queue
+        from jobs.retries import move_due
+        from tests.relay import Relay
+
+        self.socket.receiver.behaviour.status = 503
+        time.sleep(4)
+        self.socket.receiver.behaviour.status = 200
+        relay = Relay(self.service.redis_port)
+        mover = redis.Redis(port=relay.port, socket_timeout=2)
+        until = time.time() + 8
+        try:
+            while time.time() < until:
+                relay.trip_on(b"rq:scheduled:support_message_status_queue")
+                with contextlib.suppress(redis.RedisError):
+                    move_due(status_queue(mover))
+                self.service.redis.client_kill_filter(_type="normal", skipme=True)
+                time.sleep(0.25)
+        finally:
+            mover.close()
+            relay.close()
+        return time.time()
+
     def restart_database(self) -> float:
         # What was written so far is checked now: it is gone with the server.
         self.traffic.paused.set()
@@ -189,6 +222,8 @@ def run(quick: bool, skip_load: bool = False) -> tuple[str, bool]:
         if not quick:
             chaos.fault("Redis restarted empty", chaos.restart_redis_empty)
             chaos.fault("socket 503, unreachable, slow (2 s)", chaos.socket_outage)
+            chaos.fault("socket service down past every fast retry", chaos.socket_down_past_fast_retries)
+            chaos.fault("Redis connection dropped while retries move", chaos.drop_redis_while_retries_move)
             chaos.fault("database restarted (empty)", chaos.restart_database)
             chaos.settle(15)  # traffic into the new database, through a watcher that recovered
         chaos.traffic.stopping.set()

@@ -185,13 +185,16 @@ def load_run(backlog: int = 10_000, rate: float = 50, seconds: float = 60, drain
 
 def report(chaos: Chaos, final: Invariants, load: Load | None) -> str:
     """bench/chaos-results.md."""
-    from bench.chaos import CLAIM_TTL, RECOVERY_LIMIT
+    from bench.chaos import RECOVERY_LIMIT, RETRIES
 
     checkpoint: Invariants | None = getattr(chaos, "checkpoint", None)
     lines = [
         "# Chaos results" + (" (quick)" if chaos.quick else ""), "",
-        f"{stamp()}. `CLAIM_TTL={CLAIM_TTL} msgstatus run --workers {chaos.workers} --simple` "
-        f"on the embedded default, traffic ~5 messages/s. Rerun: `make chaos`.", "",
+        f"{stamp()}. `{' '.join(f'{k}={v}' for k, v in RETRIES.items())} msgstatus run --workers "
+        f"{chaos.workers} --simple` on the embedded default, traffic ~5 messages/s: the retry schedule is "
+        f"compressed (defaults: 10 fast attempts over 8.5 minutes, slow retries every 300 s) so that an outage "
+        f"outlasts the fast attempts within one phase; CLAIM_TTL, HEARTBEAT_TTL and SWEEP_INTERVAL are the "
+        f"defaults. Rerun: `make chaos`.", "",
         f"Recovery: seconds from the end of a fault until every message with a log written before that end was "
         f"seen decided (limit {RECOVERY_LIMIT}s = sweep interval + 30 s; a failure if exceeded). Worst delay: "
         f"the longest wait from log insert to decision of a message whose log was written from the fault's start "

@@ -15,8 +15,8 @@ import time
 from bson import ObjectId
 
 from bench.rig import SECRET, Rig, comm_doc, message_doc
+from core.settings import Settings
 from jobs import context
-from msgstatus.settings import Settings
 
 
 def main() -> None:

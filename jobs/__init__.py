@@ -1,1 +1,1 @@
-"""The status job and the sweep (see issue: the status job)."""
+"""The status job, the sweep and everything that puts them on the queue."""

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pymongo
 import redis
 from pymongo.database import Database
 
+from core.defaults import EMIT_TIMEOUT
+from core.settings import Settings
 from jobs.errors import NotConfigured
-from msgstatus.defaults import EMIT_TIMEOUT
-from msgstatus.settings import Settings
+from jobs.leases import LeaseKeeper
+
+MONGO_TIMEOUT_MS = 10_000
+"""Longest wait of a job for the database, unless MONGO_DB_URL sets its own timeouts."""
+
+REDIS_TIMEOUT = 10.0
+"""Longest wait of a job for one Redis command."""
 
 _settings: Settings | None = None
 _resources: Resources | None = None
@@ -32,6 +40,7 @@ class Resources:
     client: pymongo.MongoClient  # type: ignore[type-arg]
     http: httpx.Client
     redis: redis.Redis
+    leases: LeaseKeeper
     pid: int
 
     @property
@@ -39,6 +48,7 @@ class Resources:
         return self.client[self.settings.database]
 
     def close(self) -> None:
+        self.leases.close()
         self.client.close()
         self.redis.close()
 
@@ -60,14 +70,26 @@ def resources() -> Resources:
     if _settings is None or _http is None:
         raise NotConfigured("msgstatus jobs need settings: run workers with `msgstatus work`")
     if _resources is None or _resources.pid != os.getpid():
+        connection = redis.Redis.from_url(_settings.redis_url, socket_timeout=REDIS_TIMEOUT)
         _resources = Resources(
             settings=_settings,
-            client=pymongo.MongoClient(_settings.mongo_url, tz_aware=True, connect=False),
+            # Bounded waits: a database that stops answering fails the attempt (and it is
+            # retried) instead of holding the worker until RQ's job timeout.
+            client=pymongo.MongoClient(_settings.mongo_url, tz_aware=True, connect=False,
+                                       **_timeouts(_settings.mongo_url)),  # type: ignore[arg-type]
             http=_http,
-            redis=redis.Redis.from_url(_settings.redis_url),
+            redis=connection,
+            leases=LeaseKeeper(connection, _settings.heartbeat_ttl),
             pid=os.getpid(),
         )
     return _resources
+
+
+def _timeouts(url: str) -> dict[str, int]:
+    """MONGO_TIMEOUT_MS for each timeout the URL does not set itself."""
+    given = {name.lower() for name in parse_qs(urlsplit(url).query)}
+    names = ("serverSelectionTimeoutMS", "socketTimeoutMS")
+    return {name: MONGO_TIMEOUT_MS for name in names if name.lower() not in given}
 
 
 def close() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -12,11 +13,11 @@ import jwt
 from bson import ObjectId
 from bson.decimal128 import Decimal128
 
+from core.defaults import JWT_TTL
 from jobs.errors import EmitRejected, SocketUnavailable
-from msgstatus.defaults import JWT_TTL
 
-RETRYABLE_STATUS = frozenset({408, 429})
-"""4xx answers that mean "later", not "never"."""
+OUTSIDE_STATUS = frozenset({401, 403, 404, 405, 407, 408, 409, 425, 429})
+"""4xx answers about us or the moment (credentials, address, rate), not the message: retried like a 5xx."""
 
 
 def node_json(value: Any) -> Any:
@@ -34,6 +35,8 @@ def node_json(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON.stringify writes NaN and Infinity as null
     return value
 
 
@@ -50,14 +53,26 @@ def socket_token(conversation_id: str, account_id: str, secret: str, now: float 
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def emit_update(http: httpx.Client, socket_url: str, message: dict[str, Any], account_id: str, secret: str) -> None:
-    """POST the updated message; RetryableError for what may pass, EmitRejected for what won't."""
+def idempotency_key(message_id: Any, communication_id: Any) -> str:
+    """Names one decision: a socket service drops a second emit with the same key."""
+    return f"{message_id}:{communication_id}"
+
+
+def emit_update(
+    http: httpx.Client, socket_url: str, message: dict[str, Any], account_id: str, secret: str,
+    communication_id: Any,
+) -> None:
+    """POST the updated message; SocketUnavailable for what may pass, EmitRejected for what won't."""
     token = socket_token(str(message["sender_id"]), account_id, secret)
     try:
         response = http.post(
             f"{socket_url.rstrip('/')}/emit",
             json={"event": "updateMessage", "data": node_json(message)},
-            headers={"Authorization": f"Bearer {token}", "x-account-id": account_id},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "x-account-id": account_id,
+                "Idempotency-Key": idempotency_key(message["_id"], communication_id),
+            },
         )
     except httpx.HTTPError as error:  # connection refused, timeouts, protocol errors
         raise SocketUnavailable(f"emit to {socket_url} failed: {type(error).__name__}: {error}") from error
@@ -65,9 +80,7 @@ def emit_update(http: httpx.Client, socket_url: str, message: dict[str, Any], ac
     if status < 300:
         return
     detail = response.text[:200]
-    if status >= 500 or status in RETRYABLE_STATUS:
-        raise SocketUnavailable(f"socket service answered {status}: {detail}")
-    raise EmitRejected(
-        f"socket service refused the emit with {status}: {detail} "
-        "(check APP_SECRET and CONVERSATION_SOCKET; the job is not retried)"
-    )
+    if status >= 500 or status in OUTSIDE_STATUS:
+        hint = " (check APP_SECRET and CONVERSATION_SOCKET)" if status in (401, 403, 404, 405) else ""
+        raise SocketUnavailable(f"socket service answered {status}: {detail}{hint}")
+    raise EmitRejected(f"socket service refused the message with {status}: {detail} (not retried)")

@@ -1,27 +1,23 @@
-"""Errors of the status job, by what must happen next."""
+"""Errors of the status job, by where their cause lies and so what must happen next."""
 
 from __future__ import annotations
 
 
 class RetryableError(Exception):
-    """Worth another attempt later: the socket service is down or slow, a transaction conflicted."""
+    """Outside the message, and worth another attempt: the socket service is down, slow or refusing us."""
 
 
 class SocketUnavailable(RetryableError):
-    """The socket service did not take the emit: refused, timed out, 5xx, 408 or 429."""
+    """The socket service did not take the emit: refused, timed out, 5xx, or a 4xx about us, not the message."""
 
 
-class PermanentError(Exception):
-    """Never retried: retrying cannot help (a 4xx from the socket service, a malformed message)."""
+class BadMessage(Exception):
+    """The message or its communication log lacks what the emit needs: never retried, parked for an operator."""
 
 
-class EmitRejected(PermanentError):
-    """The socket service refused the emit with a 4xx other than 408/429."""
+class EmitRejected(BadMessage):
+    """The socket service refused the message itself (400, 413, 422...): retrying the same data cannot help."""
 
 
-class BadMessage(PermanentError):
-    """The message or its communication log lacks what the emit needs."""
-
-
-class NotConfigured(PermanentError):
-    """The job runs in a process that msgstatus did not set up (e.g. a bare `rq worker`)."""
+class NotConfigured(Exception):
+    """The job runs in a process that msgstatus did not set up (e.g. a bare `rq worker`): run again later."""

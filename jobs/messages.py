@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,13 @@ COMMUNICATIONS = "communications"
 CLAIM = "status_claim"
 """Field holding a worker's lease on a message: {token, until}."""
 
+HOLD = "status_hold"
+"""Field marking a message the sweep leaves alone: {kind: "retry", until, since, attempts, error} while it
+waits for its next slow retry, {kind: "parked", since, error} when its data needs an operator."""
+
+SEED_FLAG = "status_queue_in_progress"
+"""The polling job's lock flag: a decision removes it, so no document keeps a stale one."""
+
 SOURCES = ("sms", "email")
 
 TRACKED: dict[str, Any] = {
@@ -25,6 +33,9 @@ TRACKED: dict[str, Any] = {
     "delivered": {"$exists": False},
 }
 """A message msgstatus decides: from a conversation, by sms or email, not yet decided."""
+
+ERROR_SHOWN = 300
+"""Characters of an error kept on a held message."""
 
 
 def now() -> datetime:
@@ -36,35 +47,132 @@ def unclaimed(at: datetime) -> dict[str, Any]:
     return {"$or": [{CLAIM: {"$exists": False}}, {f"{CLAIM}.until": {"$lt": at}}]}
 
 
+def sweepable(at: datetime) -> dict[str, Any]:
+    """Tracked, unclaimed and not held: what a sweep looks at first (the compound index skips held ones)."""
+    return {**TRACKED, HOLD: {"$exists": False}, **unclaimed(at)}
+
+
+def due(at: datetime) -> dict[str, Any]:
+    """Tracked, unclaimed messages whose slow retry has come."""
+    return {**TRACKED, f"{HOLD}.until": {"$lte": at}, **unclaimed(at)}
+
+
+def claimed(at: datetime) -> dict[str, Any]:
+    """Tracked messages under a live lease (their job may have died: see ``jobs.leases``)."""
+    return {**TRACKED, f"{CLAIM}.until": {"$gte": at}}
+
+
+def is_delivery(success: Any) -> bool:
+    """The seed's test as a Mongoose Boolean field casts it: true, or the string "true" in any case."""
+    return success is True or (isinstance(success, str) and success.strip().lower() == "true")
+
+
 @dataclass(frozen=True)
 class Claim:
-    """Our lease on a message; ``expired`` when it replaced a crashed worker's lease."""
+    """Our lease on a message; ``taken_over`` when it replaced a dead or expired claim; ``hold`` as found."""
 
     token: str
-    expired: bool
+    taken_over: bool
+    hold: dict[str, Any] | None
+
+    @property
+    def slow_retry(self) -> bool:
+        """The message was waiting for slow retries: one attempt, then it waits again."""
+        return bool(self.hold) and self.hold.get("kind") == "retry"  # type: ignore[union-attr]
 
 
 LEASED = "leased"
-"""claim()'s answer when another worker holds a live lease on the message."""
+"""claim()'s answer when another live job holds the message."""
 
 
-def claim(db: Database, message_id: ObjectId, ttl: float) -> Claim | str | None:  # type: ignore[type-arg]
-    """Lease a tracked message for ``ttl`` seconds: our Claim, LEASED, or None if decided or not tracked."""
-    token = uuid.uuid4().hex
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def claim(
+    db: Database,  # type: ignore[type-arg]
+    message_id: ObjectId,
+    token: str,
+    ttl: float,
+    alive: Callable[[str], bool],
+) -> Claim | str | None:
+    """Lease a tracked message for ``ttl`` seconds under ``token``: our Claim, LEASED while another live
+    job holds it, or None if decided or not tracked. A claim whose job is dead is taken over."""
     at = now()
+    lease = {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}
+    fields = {CLAIM: 1, HOLD: 1}
     before = db[MESSAGES].find_one_and_update(
-        {"_id": message_id, **TRACKED, **unclaimed(at)},
-        {"$set": {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}},
-        projection={CLAIM: 1},
+        {"_id": message_id, **TRACKED, **unclaimed(at)}, {"$set": lease}, projection=fields
     )
-    if before:
-        return Claim(token, expired=CLAIM in before)
-    return LEASED if db[MESSAGES].find_one({"_id": message_id, **TRACKED}, {"_id": 1}) else None
+    if before is None:
+        current = db[MESSAGES].find_one({"_id": message_id, **TRACKED}, {f"{CLAIM}.token": 1})
+        if current is None:
+            return None
+        holder = (current.get(CLAIM) or {}).get("token")
+        if holder is None or alive(holder):
+            return LEASED
+        before = db[MESSAGES].find_one_and_update(
+            {"_id": message_id, **TRACKED, f"{CLAIM}.token": holder}, {"$set": lease}, projection=fields
+        )
+        if before is None:
+            return LEASED
+    return Claim(token, taken_over=CLAIM in before, hold=before.get(HOLD))
+
+
+def ours_or_free(token: str) -> dict[str, Any]:
+    """Our claim, or none (ours ran out and nobody took the message)."""
+    return {f"{CLAIM}.token": {"$in": [token, None]}}
 
 
 def release(db: Database, message_id: ObjectId, token: str) -> None:  # type: ignore[type-arg]
     """Give up our lease (only ours: a later claimant's stays)."""
     db[MESSAGES].update_one({"_id": message_id, f"{CLAIM}.token": token}, {"$unset": {CLAIM: ""}})
+
+
+def hold(
+    db: Database,  # type: ignore[type-arg]
+    message_id: ObjectId,
+    token: str,
+    until: datetime,
+    attempts: int,
+    error: str,
+) -> bool:
+    """Release our claim and keep the sweep off the message until ``until``; False if it was decided or
+    another job holds it."""
+    result = db[MESSAGES].update_one(
+        {"_id": message_id, **TRACKED, **ours_or_free(token)},
+        {
+            "$set": {f"{HOLD}.kind": "retry", f"{HOLD}.until": until, f"{HOLD}.error": error[:ERROR_SHOWN]},
+            "$inc": {f"{HOLD}.attempts": attempts},
+            "$min": {f"{HOLD}.since": now()},
+            "$unset": {CLAIM: ""},
+        },
+    )
+    return result.modified_count == 1
+
+
+def park(db: Database, message_id: ObjectId, token: str, error: str) -> None:  # type: ignore[type-arg]
+    """Release our claim and keep every sweep off the message: its data needs an operator."""
+    db[MESSAGES].update_one(
+        {"_id": message_id, **TRACKED, **ours_or_free(token)},
+        {"$set": {HOLD: {"kind": "parked", "since": now(), "error": error[:ERROR_SHOWN]}}, "$unset": {CLAIM: ""}},
+    )
+
+
+def unpark(db: Database, message_ids: list[ObjectId]) -> int:  # type: ignore[type-arg]
+    """Let sweeps find these messages again (an operator requeued their jobs); how many were parked."""
+    result = db[MESSAGES].update_many(
+        {"_id": {"$in": message_ids}, **TRACKED, f"{HOLD}.kind": "parked"}, {"$unset": {HOLD: ""}}
+    )
+    return result.modified_count
+
+
+def wake(db: Database, at: datetime) -> int:  # type: ignore[type-arg]
+    """Make every message waiting for a slow retry due now; how many."""
+    result = db[MESSAGES].update_many(
+        {**TRACKED, f"{HOLD}.until": {"$gt": at}}, {"$set": {f"{HOLD}.until": at}}
+    )
+    return result.modified_count
 
 
 def communication_for(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
@@ -73,7 +181,7 @@ def communication_for(db: Database, message_id: ObjectId) -> dict[str, Any] | No
     logs = list(db[COMMUNICATIONS].find({"conv_message_id": {"$in": [message_id, str(message_id)]}}))
     if not logs:
         return None
-    successful = [log for log in logs if log.get("success") is True]
+    successful = [log for log in logs if is_delivery(log.get("success"))]
     return max(successful or logs, key=lambda log: log["_id"])
 
 
@@ -84,21 +192,31 @@ def decide(
     communication: dict[str, Any],
     session: ClientSession,
 ) -> dict[str, Any] | None:
-    """Set delivered and metadata.communication_id and drop our claim; the updated message, or None if
-    our lease was lost meanwhile."""
-    return db[MESSAGES].find_one_and_update(
-        {"_id": message_id, f"{CLAIM}.token": token, "delivered": {"$exists": False}},
-        {
-            "$set": {
-                # Only the boolean true is a success: the seed's truthiness took "false" for one.
-                "delivered": communication.get("success") is True,
-                "metadata.communication_id": communication["_id"],
-            },
-            "$unset": {CLAIM: ""},
-        },
-        return_document=ReturnDocument.AFTER,
-        session=session,
+    """Write the seed's decision and drop our claim; the updated message, or None if our lease was lost.
+
+    A delivery sets ``delivered: true`` and ``metadata.communication_id`` (a missing or non-object
+    ``metadata`` becomes ``{communication_id}``, as the seed's update made it); a failure sets
+    ``delivered: false`` only.
+    """
+    ours = {"_id": message_id, "delivered": {"$exists": False}, f"{CLAIM}.token": token}
+    drop = {"$unset": {CLAIM: "", HOLD: "", SEED_FLAG: ""}}
+    if not is_delivery(communication.get("success")):
+        return db[MESSAGES].find_one_and_update(
+            ours, {"$set": {"delivered": False}, **drop}, return_document=ReturnDocument.AFTER, session=session
+        )
+    cid = communication["_id"]
+    shapes: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
+        ({"metadata": {"$type": "object", "$not": {"$type": "array"}}}, {"metadata.communication_id": cid}),
+        ({}, {"metadata": {"communication_id": cid}}),
     )
+    for condition, changes in shapes:
+        updated = db[MESSAGES].find_one_and_update(
+            {**ours, **condition}, {"$set": {"delivered": True, **changes}, **drop},
+            return_document=ReturnDocument.AFTER, session=session,
+        )
+        if updated is not None:
+            return updated
+    return None
 
 
 def with_communication(db: Database, message_ids: list[ObjectId]) -> set[ObjectId]:  # type: ignore[type-arg]
@@ -125,3 +243,7 @@ def ensure_indexes(db: Database) -> None:  # type: ignore[type-arg]
     db[COMMUNICATIONS].create_index("conv_message_id")
     db[MESSAGES].create_index("delivered")
     db[MESSAGES].create_index("created")
+    # Undecided and not held: held messages cost a sweep nothing, however many there are.
+    db[MESSAGES].create_index([("delivered", 1), (HOLD, 1)])
+    db[MESSAGES].create_index(f"{HOLD}.until")
+    db[MESSAGES].create_index(f"{CLAIM}.until")

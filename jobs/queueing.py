@@ -1,48 +1,39 @@
-"""Putting status jobs on the queue: one job id per message, and the retry schedule."""
+"""Putting status jobs on the queue: one job id per message, so that a message never waits twice."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
-import tenacity
 from redis import Redis
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from jobs.wakeup import release_now
-from msgstatus.defaults import MAX_BACKOFF, QUEUE
+from core.defaults import LEGACY_QUEUES, QUEUE
+from jobs import retries
 
 log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "jobs.status.check_message_status"
+"""The status job, by name: RQ imports it in the worker."""
 
 FINAL = "msgstatus_final"
 """Job meta flag: the job itself concluded that it failed (as opposed to dying with its worker)."""
 
 FAILURE_TTL = 7 * 24 * 3600
-"""Seconds a failed job stays in RQ's failed registry (and keeps the sweep off that message)."""
+"""Seconds a failed job stays in RQ's failed registry."""
 
 OVERDUE_RETRY = 15
 """Seconds past its time after which a scheduled retry counts as abandoned.
 
-RQ's scheduler moves due retries every second, but only the worker holding its
-queue lock runs it, and a killed worker's lock lives on for 61 s (then up to
-120 s more until another worker tries again): its retries would wait that long.
+``msgstatus schedule`` moves due retries every second; a retry this late means
+no scheduler runs, and an event or sweep for its message moves it instead.
 """
 
-_BACKOFF = tenacity.wait_exponential(multiplier=1, min=1, max=MAX_BACKOFF)
-
 Outcome = Literal["enqueued", "waiting", "follow-up", "failed"]
-
-
-def retry_delay(attempt: int) -> int:
-    """Seconds to wait after failed attempt number ``attempt``: 1, 2, 4, 8... (tenacity's schedule)."""
-    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
-    state.attempt_number = attempt
-    return round(_BACKOFF(state))
 
 
 def job_id(message_id: str) -> str:
@@ -54,6 +45,11 @@ def status_queue(redis: Redis) -> Queue:
     return Queue(QUEUE, connection=redis)
 
 
+def status_queues(redis: Redis) -> list[Queue]:
+    """The status queue and the names earlier versions used, still drained."""
+    return [status_queue(redis), *(Queue(name, connection=redis) for name in LEGACY_QUEUES)]
+
+
 @dataclass
 class Enqueuer:
     """Enqueues status jobs so that a message has at most one job waiting."""
@@ -62,41 +58,43 @@ class Enqueuer:
 
     def enqueue(self, message_id: str) -> Outcome:
         """Queue the status job of ``message_id`` unless one is already waiting for it."""
-        from jobs.status import check_message_status
-
         primary = job_id(message_id)
         try:
-            self._enqueue(check_message_status, message_id, primary)
+            self._enqueue(message_id, primary)
             return "enqueued"
         except DuplicateJobError:
             pass
         job = self._fetch(primary)
         status = job.get_status(refresh=False) if job else None
-        if job is not None and status == JobStatus.SCHEDULED and self._overdue(job):
-            return self._release_overdue(job, message_id)
-        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+        if job is not None and status == JobStatus.SCHEDULED:
+            if self._abandoned(job) and retries.move(self.queue.connection, job.id):
+                log.warning("message %s: its retry was due over %ds ago or in no registry; enqueued now",
+                            message_id, OVERDUE_RETRY)
+                return "enqueued"
+            return "waiting"
+        if status in (JobStatus.QUEUED, JobStatus.DEFERRED):
             return "waiting"
         if job is not None and status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             if job.meta.get(FINAL):
-                return "failed"  # left for `msgstatus requeue --failed`, not retried in a storm
-            # RQ failed it without the job deciding so: its worker died mid-job. Run it again.
+                return "failed"  # its data needs an operator: `msgstatus requeue --failed`
+            # Stopped from outside (its worker died, a timeout, a shutdown): run it again.
             job.delete()
             try:
-                self._enqueue(check_message_status, message_id, primary)
+                self._enqueue(message_id, primary)
                 return "enqueued"
             except DuplicateJobError:
                 return "waiting"
         # The job is running and may have looked before this event: one follow-up
         # run after it (the claim makes a second run harmless).
         try:
-            self._enqueue(check_message_status, message_id, f"{primary}-again")
+            self._enqueue(message_id, f"{primary}-again")
             return "follow-up"
         except DuplicateJobError:
             return "waiting"
 
-    def _enqueue(self, func: Callable[..., Any], message_id: str, jid: str) -> None:
+    def _enqueue(self, message_id: str, jid: str) -> None:
         self.queue.enqueue(
-            func,
+            JOB_FUNCTION,
             message_id,
             job_id=jid,
             unique=True,
@@ -105,19 +103,14 @@ class Enqueuer:
             description=f"delivery status of message {message_id}",
         )
 
-    def _overdue(self, job: Job) -> bool:
+    def _abandoned(self, job: Job) -> bool:
+        """Long overdue, or SCHEDULED in no registry (then nothing else would ever run it)."""
+        registry = Queue(job.origin or self.queue.name, connection=self.queue.connection).scheduled_job_registry
         try:
-            due = self.queue.scheduled_job_registry.get_scheduled_time(job)
-        except NoSuchJobError:  # moved by RQ's scheduler meanwhile
-            return False
+            due = registry.get_scheduled_time(job)
+        except NoSuchJobError:
+            return True
         return (datetime.now(UTC) - due).total_seconds() > OVERDUE_RETRY
-
-    def _release_overdue(self, job: Job, message_id: str) -> Outcome:
-        if not release_now(self.queue, job.id):
-            return "waiting"
-        log.warning("message %s: its retry was due over %ds ago and no RQ scheduler moved it; enqueued now",
-                    message_id, OVERDUE_RETRY)
-        return "enqueued"
 
     def _fetch(self, jid: str) -> Job | None:
         try:

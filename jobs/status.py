@@ -1,27 +1,44 @@
-"""The status job: claim a message, find its communication log, decide it and emit, in one transaction."""
+"""The status job: claim a message, find its communication log, decide it and emit, in one transaction.
+
+What happens after a failure depends on where its cause lies. Bad data in the
+message or its log (``errors.BadMessage``) parks the message for an operator:
+the job fails for good, named in RQ's failed registry, and sweeps leave it
+alone. Anything else (the socket service down or refusing us, the database, a
+bug) is retried: first on tenacity's fast schedule, then, once
+``fast_attempts`` have failed, every ``slow_retry`` seconds for as long as it
+takes, and at once after the next successful emit (``jobs.wakeup``). A job
+stopped from outside (a timeout, a shutdown, a killed worker) is run again by
+the next event or sweep.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from datetime import timedelta
 from typing import Literal
 
 import tenacity
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 from rq import Retry, get_current_job
 
-from jobs import context, messages, wakeup
+from core import counters
+from jobs import context, leases, messages, wakeup
 from jobs.emit import emit_update
-from jobs.errors import BadMessage, PermanentError, RetryableError, SocketUnavailable
-from jobs.queueing import FINAL, retry_delay, status_queue
-from msgstatus import counters
-from msgstatus.defaults import MAX_ATTEMPTS
+from jobs.errors import BadMessage, RetryableError
+from jobs.queueing import FINAL
+from jobs.retries import retry_delay
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["delivered", "failed", "waiting", "skipped"]
+EXPECTED = (RetryableError, PyMongoError, RedisError, OSError)
+"""Failures expected from outside the message; any other is logged with its traceback too."""
+
+Outcome = Literal["delivered", "undelivered", "waiting", "skipped", "held"]
 
 LEASE_PATIENCE = 2.0
 """Seconds a job waits for another worker's claim on its message to end before it skips."""
@@ -30,92 +47,134 @@ LEASE_PATIENCE = 2.0
 def check_message_status(message_id: str) -> Outcome | Retry:
     """RQ job: decide one message from its communication log and tell the socket service.
 
-    Returns what happened, or an RQ ``Retry`` to run again after a backoff when
-    something that may pass failed; raises when retrying cannot help or after
-    the last attempt, so that RQ's failed registry holds the reason.
+    Returns what happened, or an RQ ``Retry`` to run again after a backoff; raises
+    BadMessage (after parking the message) when only an operator can help.
     """
     res = context.resources()
     try:
         oid = ObjectId(message_id)
     except (InvalidId, TypeError):
+        counters.incr(res.redis, "jobs_failed")
         _final()
         raise BadMessage(f"message id {message_id!r} is not an ObjectId") from None
+    _start_afresh_if_requeued(oid)
     started = time.monotonic()
-    lease = _claim(oid)
-    if not isinstance(lease, messages.Claim):
-        log.debug("message %s: %s, skipped", message_id,
-                  "claimed by another worker" if lease == messages.LEASED else "decided or not tracked")
-        counters.incr(res.redis, "jobs_skipped")
-        return "skipped"
-    if lease.expired:
-        counters.incr(res.redis, "claims_expired")
-        log.warning("message %s: took over a claim whose lease had run out (a worker died?)", message_id)
-    token = lease.token
+    token = messages.new_token()
+    lease: messages.Claim | None = None
     try:
-        outcome = _decide_and_emit(oid, token)
-    except RetryableError as error:
-        messages.release(res.db, oid, token)
-        if isinstance(error, SocketUnavailable):
-            wakeup.emit_failed(res.redis)
-        return _retry_or_give_up(message_id, error)
-    except PyMongoError as error:
-        messages.release(res.db, oid, token)
-        if _transient(error):
-            return _retry_or_give_up(message_id, RetryableError(f"database: {error}"))
+        res.leases.hold(token)
+        found = _claim(oid, token)
+        if not isinstance(found, messages.Claim):
+            log.debug("message %s: %s, skipped", message_id,
+                      "claimed by another worker" if found == messages.LEASED else "decided or not tracked")
+            counters.incr(res.redis, "jobs_skipped")
+            return "skipped"
+        lease = found
+        if lease.taken_over:
+            counters.incr(res.redis, "claims_taken_over")
+            log.warning("message %s: took over a claim whose job had died or run out", message_id)
+        outcome = _decide_and_emit(oid, lease)
+    except BadMessage as error:
         counters.incr(res.redis, "jobs_failed")
-        _final()
-        raise PermanentError(f"message {message_id}: database refused the update: {error}") from error
-    except BaseException:
-        counters.incr(res.redis, "jobs_failed")
-        messages.release(res.db, oid, token)
+        with contextlib.suppress(PyMongoError):
+            messages.park(res.db, oid, token, str(error))
         _final()
         raise
+    except Exception as error:  # outside the message: the socket service, the database, Redis, a bug
+        _release(oid, lease)
+        return _later(message_id, oid, token, lease, error)
+    except BaseException:  # a timeout or shutdown stops the job from outside: it is run again later
+        _release(oid, lease)
+        raise
+    finally:
+        res.leases.drop(token)
     counters.incr(res.redis, f"jobs_{outcome}")
-    if outcome in ("delivered", "failed"):
-        wakeup.emit_succeeded(res.redis, status_queue(res.redis))
+    if outcome in ("delivered", "undelivered"):
+        wakeup.succeeded(res.redis, res.db)
     log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
     return outcome
 
 
-def _claim(oid: ObjectId) -> messages.Claim | str | None:
-    """Claim the message, waiting briefly while another worker holds it.
+def _claim(oid: ObjectId, token: str) -> messages.Claim | str | None:
+    """Claim the message, waiting briefly while another live job holds it.
 
     The usual holder is the job of the message's own insert event, about to find
     no log and release the claim just as the log's job starts: waiting a moment
     lets the log's job decide the message instead of leaving it to the next sweep.
     """
     res = context.resources()
+
+    def alive(holder: str) -> bool:
+        return leases.alive(res.redis, [holder])[holder]
+
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_delay(LEASE_PATIENCE),
         wait=tenacity.wait_fixed(0.05),
         retry=tenacity.retry_if_result(lambda lease: lease == messages.LEASED),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
     )
-    return retrying(messages.claim, res.db, oid, res.settings.claim_ttl)
+    return retrying(messages.claim, res.db, oid, token, res.settings.claim_ttl, alive)
 
 
-def _decide_and_emit(oid: ObjectId, token: str) -> Outcome:
+def _decide_and_emit(oid: ObjectId, lease: messages.Claim) -> Outcome:
     res = context.resources()
     communication = messages.communication_for(res.db, oid)
     if communication is None:
         # The provider's callback has not arrived; its insert brings the message back.
-        messages.release(res.db, oid, token)
+        messages.release(res.db, oid, lease.token)
         return "waiting"
     account_id = communication.get("account_id")
     if account_id is None:
         raise BadMessage(f"communication {communication['_id']} for message {oid} has no account_id")
     socket = res.settings.require_socket()
     with res.client.start_session() as session, session.start_transaction():
-        updated = messages.decide(res.db, oid, token, communication, session)
+        updated = messages.decide(res.db, oid, lease.token, communication, session)
         if updated is None:
             session.abort_transaction()
             return "skipped"  # our lease ran out and another worker took the message
         if updated.get("sender_id") is None:
             raise BadMessage(f"message {oid} has no sender_id: no conversation to notify")
         # Emit before commit, as the seed does: a failed emit leaves the message undecided.
-        emit_update(res.http, socket, updated, str(account_id), res.settings.app_secret)
+        emit_update(res.http, socket, updated, str(account_id), res.settings.app_secret, communication["_id"])
     counters.observe_latency(res.redis, (messages.now() - messages.inserted_at(communication)).total_seconds())
-    return "delivered" if updated["delivered"] else "failed"
+    return "delivered" if updated["delivered"] else "undelivered"
+
+
+def _release(oid: ObjectId, lease: messages.Claim | None) -> None:
+    """Give the claim back if we can; if the database is away its job's end frees it (``jobs.leases``)."""
+    if lease is None:
+        return
+    try:
+        messages.release(context.resources().db, oid, lease.token)
+    except PyMongoError as error:
+        log.warning("message %s: could not release its claim (%s); it is freed as its job ends", oid, error)
+
+
+def _later(
+    message_id: str, oid: ObjectId, token: str, lease: messages.Claim | None, error: Exception
+) -> Outcome | Retry:
+    """After a failure from outside the message: a fast retry, or the message waits for its slow retry."""
+    res = context.resources()
+    job = get_current_job()
+    attempt = (job.number_of_retries or 0) + 1 if job else 1
+    wakeup.failed(res.redis)
+    reason = f"{type(error).__name__}: {error}"
+    if not isinstance(error, EXPECTED):
+        log.exception("message %s: unexpected error; retried like an outage", message_id)
+    slow = lease is not None and lease.slow_retry
+    if not slow and attempt < res.settings.fast_attempts:
+        counters.incr(res.redis, "jobs_retried")
+        delay = retry_delay(attempt)
+        log.warning("message %s: attempt %d failed (%s), retrying in %ds", message_id, attempt, reason, delay)
+        return Retry(max=res.settings.fast_attempts, interval=delay)
+    until = messages.now() + timedelta(seconds=res.settings.slow_retry)
+    # If the database is away this raises: the job fails without a verdict and the next
+    # event or sweep after the database is back runs it again.
+    messages.hold(res.db, oid, token, until, 1 if slow else attempt, reason)
+    counters.incr(res.redis, "jobs_held")
+    log.warning("message %s: %s failed (%s); next try in %ds, or as soon as an emit succeeds",
+                message_id, "slow retry" if slow else f"all {attempt} attempts", reason, res.settings.slow_retry)
+    return "held"
 
 
 def _final() -> None:
@@ -126,24 +185,13 @@ def _final() -> None:
         job.save_meta()
 
 
-def _transient(error: PyMongoError) -> bool:
-    if isinstance(error, ConnectionFailure):
-        return True
-    return isinstance(error, OperationFailure) and (
-        error.has_error_label("TransientTransactionError") or error.code in {112, 189, 91, 11600, 11602}
-    )
-
-
-def _retry_or_give_up(message_id: str, error: Exception) -> Retry:
+def _start_afresh_if_requeued(oid: ObjectId) -> None:
+    """A job that failed for good and was requeued (CLI or dashboard) gets a fresh set of attempts, and its
+    message is no longer parked."""
     job = get_current_job()
-    redis = context.resources().redis
-    attempt = (job.number_of_retries or 0) + 1 if job else MAX_ATTEMPTS
-    if attempt >= MAX_ATTEMPTS:
-        counters.incr(redis, "jobs_failed")
-        _final()
-        raise RetryableError(f"message {message_id}: gave up after {attempt} attempts: {error}") from error
-    counters.incr(redis, "jobs_retried")
-    delay = retry_delay(attempt)
-    log.warning("message %s: attempt %d failed (%s), retrying in %ds", message_id, attempt, error, delay)
-    return Retry(max=MAX_ATTEMPTS - 1, interval=delay)
+    if job is not None and job.meta.pop(FINAL, None):
+        job.number_of_retries = 0
+        job.save_meta()
+        messages.unpark(context.resources().db, [oid])
+        log.info("job %s was requeued after failing: fresh attempts", job.id)
 

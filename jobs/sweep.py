@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections import Counter
@@ -14,10 +15,10 @@ from pymongo.database import Database
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 
-from jobs import context, messages
+from core import counters
+from core.defaults import SWEEP_BATCH, SWEEP_QUEUE
+from jobs import context, leases, messages
 from jobs.queueing import Enqueuer, status_queue
-from msgstatus import counters
-from msgstatus.defaults import SWEEP_BATCH, SWEEP_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,20 @@ class SweepResult:
 def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type: ignore[type-arg]
     """Enqueue up to ``batch`` tracked, unclaimed messages that have a communication log, newest first.
 
-    Index-backed (``delivered`` and ``conv_message_id``), so its cost follows the number of
-    undecided messages, not of all messages. Idempotent: two sweeps at once enqueue under
-    the same job ids, and the claim makes any second run of a job harmless.
+    Looks at three index-backed sets, so that its cost follows what is due, not
+    what is stored or what failed: undecided messages neither claimed nor held,
+    held messages whose slow retry has come, and claimed messages whose job died
+    (``jobs.leases``). Idempotent: two sweeps at once enqueue under the same job
+    ids, and the claim makes any second run of a job harmless.
     """
     started = time.monotonic()
     result = SweepResult()
-    candidates = db[messages.MESSAGES].find(
-        {**messages.TRACKED, **messages.unclaimed(messages.now())}, {"_id": 1}
-    ).sort("created", -1)
+    at = messages.now()
+    collection = db[messages.MESSAGES]
+    fresh = collection.find(messages.sweepable(at), {"_id": 1}).sort("created", -1)
+    due = collection.find(messages.due(at), {"_id": 1})
     page: list[Any] = []
-    for message in candidates:
+    for message in itertools.chain(fresh, due, _dead_claims(db, enqueuer.queue.connection, at)):
         page.append(message["_id"])
         if len(page) == PAGE:
             if _enqueue_page(db, enqueuer, page, result, batch):
@@ -77,6 +81,14 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type:
     else:
         log.debug("sweep: %s", result.as_dict())
     return result
+
+
+def _dead_claims(db: Database, connection: Any, at: Any) -> list[dict[str, Any]]:  # type: ignore[type-arg]
+    """Messages under a lease whose job no longer runs (its worker was killed)."""
+    claimed = list(db[messages.MESSAGES].find(messages.claimed(at), {f"{messages.CLAIM}.token": 1}))
+    tokens = {doc["_id"]: doc[messages.CLAIM]["token"] for doc in claimed if doc.get(messages.CLAIM)}
+    living = leases.alive(connection, tokens.values())
+    return [{"_id": oid} for oid, token in tokens.items() if not living[token]]
 
 
 def _enqueue_page(db: Database, enqueuer: Enqueuer, page: list[Any], result: SweepResult, batch: int) -> bool:  # type: ignore[type-arg]
@@ -115,6 +127,11 @@ def run_sweep() -> dict[str, Any]:
     if result.full:
         _sweep_again(res.redis, later=queue.count >= SWEEP_BATCH)
     return result.as_dict()
+
+
+def sweep_soon(connection: Any) -> None:
+    """A sweep now, unless one already waits."""
+    _sweep_again(connection, later=False)
 
 
 def _sweep_again(connection: Any, later: bool) -> None:

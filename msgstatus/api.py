@@ -15,12 +15,12 @@ import pymongo
 import redis
 from rq import Queue
 
+from core import counters
+from core.defaults import QUEUE, SWEEP_BATCH
+from core.settings import ConfigError, Settings
 from jobs import messages
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import sweep
-from msgstatus import counters
-from msgstatus.defaults import QUEUE, SWEEP_BATCH
-from msgstatus.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 COUNTER_HELP = {
     "jobs_delivered": "Status jobs that marked a message delivered.",
-    "jobs_failed": "Status jobs that failed for good (in RQ's failed registry).",
-    "jobs_retried": "Status job attempts that failed and were scheduled again.",
+    "jobs_undelivered": "Status jobs that marked a message not delivered (delivered: false).",
+    "jobs_failed": "Status jobs that failed for good on bad data (in RQ's failed registry, message parked).",
+    "jobs_retried": "Status job attempts that failed for an outside cause and were scheduled again.",
+    "jobs_held": "Messages whose attempts failed for an outside cause and now wait for a slow retry.",
     "jobs_waiting": "Status jobs that found no communication log yet.",
     "jobs_skipped": "Status jobs for messages already decided or claimed.",
     "change_events_messages": "Change events received on support_messages.",
@@ -39,7 +41,7 @@ COUNTER_HELP = {
     "sweeps_run": "Sweeps run.",
     "sweep_examined": "Messages sweeps looked at.",
     "sweep_enqueued": "Status jobs sweeps enqueued.",
-    "claims_expired": "Claims taken over after their lease ran out.",
+    "claims_taken_over": "Claims taken over because their job had died or their lease ran out.",
     "history_lost_recoveries": "Times a stream restarted from now because its token could not resume.",
     "catch_up_sweeps": "Catch-up sweeps the watcher enqueued.",
     "stream_reconnects": "Reconnections of a change stream after an error.",

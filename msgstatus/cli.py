@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
+from core import logs
+from core.settings import ConfigError, Settings
 from embedded.defaults import HISTORY_SIZE
-from msgstatus import logs
-from msgstatus.settings import ConfigError, Settings
 
 
 def load_settings(process: str, **overrides: object) -> Settings:
@@ -180,7 +180,11 @@ def dashboard(host: str, port: int) -> None:
     "--max-token-age", default=60.0, show_default=True, type=float,
     help="Seconds after which a stream's resume token counts as stale (unhealthy).",
 )
-def status(as_json: bool, max_token_age: float) -> None:
+@click.option(
+    "--max-slow-retry-age", default=3600.0, show_default=True, type=float,
+    help="Seconds a message may wait for slow retries before the service counts as unhealthy.",
+)
+def status(as_json: bool, max_token_age: float, max_slow_retry_age: float) -> None:
     """Queue, failures, waiting messages, streams and watcher; exits 1 when unhealthy."""
     import pymongo
     import redis as redis_lib
@@ -191,7 +195,7 @@ def status(as_json: bool, max_token_age: float) -> None:
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
     try:
         with client, redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=3) as r:
-            report = collect(settings, r, client[settings.database], max_token_age)
+            report = collect(settings, r, client[settings.database], max_token_age, max_slow_retry_age)
     except (pymongo.errors.PyMongoError, redis_lib.RedisError) as error:
         report = {"healthy": False, "problems": [f"cannot reach {type(error).__module__.split('.')[0]}: {error}"]}
         click.echo(json.dumps(report) if as_json else f"health:    UNHEALTHY\n  - {report['problems'][0]}")
@@ -233,19 +237,21 @@ def trigger() -> None:
 @main.command()
 @click.option("--failed", is_flag=True, required=True, help="Put every failed status job back on the queue.")
 def requeue(failed: bool) -> None:
-    """Put failed status jobs back on the queue (after fixing what made them fail)."""
+    """Put failed status jobs back on the queue, each with a fresh set of attempts (after fixing their data)."""
     import redis as redis_lib
-    from rq import Queue
 
-    from msgstatus.defaults import QUEUE
+    from jobs.queueing import status_queues
 
     settings = load_settings("requeue")
+    requeued: list[str] = []
     with redis_lib.Redis.from_url(settings.redis_url) as r:
-        registry = Queue(QUEUE, connection=r).failed_job_registry
-        ids = registry.get_job_ids()
-        for job_id in ids:
-            registry.requeue(job_id)
-    click.echo(json.dumps({"requeued": len(ids), "jobs": ids}))
+        for queue in status_queues(r):
+            registry = queue.failed_job_registry
+            for job_id in registry.get_job_ids():
+                # The job itself starts afresh when it sees it was requeued (so does the dashboard's requeue).
+                registry.requeue(job_id)
+                requeued.append(job_id)
+    click.echo(json.dumps({"requeued": len(requeued), "jobs": requeued}))
 
 
 @main.command()

@@ -7,7 +7,7 @@ import logging
 
 from flask import Flask, Response, request
 
-from msgstatus.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

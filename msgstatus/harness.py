@@ -18,8 +18,8 @@ from pathlib import Path
 import pymongo
 import redis
 
+from core.defaults import EMBEDDED_APP_SECRET
 from embedded.processes import free_port, kill_tree, msgstatus_argv
-from msgstatus.defaults import EMBEDDED_APP_SECRET
 from msgstatus.receiver import SocketReceiver
 from watcher.lock import LeaderLock
 

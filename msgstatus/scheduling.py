@@ -10,13 +10,13 @@ import pymongo
 import redis
 from rq_scheduler import Scheduler
 
+from core.defaults import SWEEP_QUEUE
+from core.outage import wait_for_redis
+from core.settings import Settings
 from jobs import messages
-from jobs.queueing import status_queue
+from jobs.queueing import status_queues
+from jobs.retries import move_due
 from jobs.sweep import run_sweep
-from jobs.wakeup import release_due
-from msgstatus.defaults import SWEEP_QUEUE
-from msgstatus.outage import wait_for_redis
-from msgstatus.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class SweepScheduler(Scheduler):  # type: ignore[misc]
         # rq-scheduler polls every 60 s by default; poll every second so a 5 s job runs every 5 s.
         super().__init__(queue_name=SWEEP_QUEUE, connection=connection, interval=1)
         self.settings = settings
-        self.status_queue = status_queue(connection)
+        self.status_queues = status_queues(connection)
 
     def schedule_sweep(self) -> None:
         """(Re)schedule the sweep every SWEEP_INTERVAL seconds, starting now."""
@@ -79,8 +79,8 @@ class SweepScheduler(Scheduler):  # type: ignore[misc]
         if SWEEP_JOB_ID not in self:
             log.warning("scheduler: the sweep's schedule is gone from Redis (restarted empty?); scheduling it again")
             self.schedule_sweep()
-        # Status-job retries too: RQ's own scheduler may be gone with a killed worker (see jobs.wakeup).
-        released = release_due(self.status_queue)
+        # Status-job retries too: this process is what moves them (jobs.retries), every second.
+        released = sum(move_due(queue) for queue in self.status_queues)
         if released:
             log.debug("scheduler: %d due retries enqueued", released)
         return super().enqueue_jobs()

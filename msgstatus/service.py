@@ -6,8 +6,8 @@ import logging
 import os
 import socket
 
+from core.settings import ConfigError, Settings
 from embedded.processes import msgstatus_argv
-from msgstatus.settings import ConfigError, Settings
 from msgstatus.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC
 from typing import Any
 
 import redis
 from pymongo.database import Database
 from rq import Queue
 
+from core import counters
+from core.defaults import QUEUE
+from core.settings import Settings
 from jobs import messages
-from msgstatus import counters
-from msgstatus.defaults import QUEUE
-from msgstatus.settings import Settings
 from watcher.lock import LeaderLock
 from watcher.runner import STATE_KEY
 from watcher.stream import STREAMS
@@ -20,6 +21,9 @@ from watcher.tokens import TokenStore
 
 MAX_TOKEN_AGE = 60.0
 """Seconds after which a stream's unsaved token means the watcher is stuck (it re-saves every 10 s)."""
+
+MAX_SLOW_RETRY_AGE = 3600.0
+"""Seconds after which a message still waiting for slow retries makes the service unhealthy."""
 
 FAILED_SHOWN = 20
 """Failed jobs listed by message id; the count covers all of them."""
@@ -29,7 +33,25 @@ def _age(epoch: float | None) -> float | None:
     return None if epoch is None else round(time.time() - epoch, 1)
 
 
-def collect(settings: Settings, connection: redis.Redis, db: Database, max_token_age: float) -> dict[str, Any]:  # type: ignore[type-arg]
+def held(db: Database) -> dict[str, Any]:  # type: ignore[type-arg]
+    """Messages waiting for a slow retry (how many, since when) and parked for an operator."""
+    collection = db[messages.MESSAGES]
+    slow = {**messages.TRACKED, f"{messages.HOLD}.kind": "retry"}
+    oldest = collection.find_one(slow, {f"{messages.HOLD}.since": 1}, sort=[(f"{messages.HOLD}.since", 1)])
+    since = (oldest or {}).get(messages.HOLD, {}).get("since")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return {
+        "slow_retries": collection.count_documents(slow),
+        "oldest_slow_retry_age_seconds": round((messages.now() - since).total_seconds(), 1) if since else None,
+        "parked": collection.count_documents({**messages.TRACKED, f"{messages.HOLD}.kind": "parked"}),
+    }
+
+
+def collect(
+    settings: Settings, connection: redis.Redis, db: Database,  # type: ignore[type-arg]
+    max_token_age: float, max_slow_retry_age: float = MAX_SLOW_RETRY_AGE,
+) -> dict[str, Any]:
     """The status report; ``healthy`` is False with ``problems`` saying why."""
     queue = Queue(QUEUE, connection=connection)
     failed_ids = queue.failed_job_registry.get_job_ids()
@@ -60,6 +82,7 @@ def collect(settings: Settings, connection: redis.Redis, db: Database, max_token
             "oldest_waiting_age_seconds": (
                 round((messages.now() - messages.inserted_at(oldest)).total_seconds(), 1) if oldest else None
             ),
+            **held(db),
         },
         "watcher": {
             "mode": "sweep-only" if sweep_only else ("active" if holder else "none"),
@@ -77,6 +100,12 @@ def collect(settings: Settings, connection: redis.Redis, db: Database, max_token
             age = stream["token_age_seconds"]
             if age is None or age > max_token_age:
                 problems.append(f"stream {name}: resume token {'missing' if age is None else f'{age:.0f}s old'}")
+    slow_age = report["messages"]["oldest_slow_retry_age_seconds"]
+    if slow_age is not None and slow_age > max_slow_retry_age:
+        problems.append(
+            f"{report['messages']['slow_retries']} messages wait for slow retries, the oldest for {slow_age:.0f}s: "
+            "emits or the database keep failing (see the workers' warnings)"
+        )
     report["healthy"] = not problems
     report["problems"] = problems
     return report
@@ -98,6 +127,12 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"messages:  {m['tracked_waiting']} tracked still waiting"
         + (f", oldest {oldest:.0f}s" if oldest is not None else "")
+    )
+    slow_age = m["oldest_slow_retry_age_seconds"]
+    lines.append(
+        f"held:      {m['slow_retries']} waiting for slow retries"
+        + (f" (the oldest since {slow_age:.0f}s)" if slow_age is not None else "")
+        + f", {m['parked']} parked for an operator (bad data)"
     )
     for name, info in report["streams"].items():
         token, event = info["token_age_seconds"], info["last_event_age_seconds"]

@@ -7,17 +7,18 @@ import logging
 import redis
 from rq import Queue, SimpleWorker, Worker
 
+from core.defaults import SWEEP_QUEUE
+from core.outage import wait_for_redis
+from core.settings import Settings
 from jobs import context
-from msgstatus.defaults import QUEUE, SWEEP_QUEUE
-from msgstatus.outage import wait_for_redis
-from msgstatus.settings import Settings
+from jobs.queueing import status_queues
 
 log = logging.getLogger(__name__)
 
 
 def queues(connection: redis.Redis) -> list[Queue]:
     """Sweep queue first: a backlog of status jobs must not hold back the sweep."""
-    return [Queue(SWEEP_QUEUE, connection=connection), Queue(QUEUE, connection=connection)]
+    return [Queue(SWEEP_QUEUE, connection=connection), *status_queues(connection)]
 
 
 def run_worker(settings: Settings, simple: bool = False, burst: bool = False) -> bool:
@@ -34,8 +35,8 @@ def run_worker(settings: Settings, simple: bool = False, burst: bool = False) ->
             log.info("%s %s listening on %s", worker_class.__name__, worker.name,
                      ", ".join(q.name for q in worker.queues))
             try:
-                # with_scheduler: RQ's own scheduler moves retries (jobs returned Retry) back onto the queue.
-                worked = worker.work(with_scheduler=True, burst=burst, logging_level=settings.log_level)
+                # No RQ scheduler in workers: `msgstatus schedule` moves due retries (jobs.retries), atomically.
+                worked = worker.work(with_scheduler=False, burst=burst, logging_level=settings.log_level)
             except redis.exceptions.ConnectionError:
                 worked = False  # raised by RQ's teardown while Redis is away
             # RQ notes the time of a SIGTERM/SIGINT (warm shutdown) whether or not a job was running.

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import yaml
 
+from core.settings import VARIABLES
 from msgstatus.cli import main
-from msgstatus.settings import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

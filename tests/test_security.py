@@ -65,7 +65,7 @@ def guarded_servers(tmp_path):
     mongo.stop()
 
 
-def test_secrets_never_reach_logs_status_job_arguments_or_the_failed_registry(service, receiver, guarded_servers):
+def test_no_url_password_or_secret_reaches_repr_the_logs_of_msgstatus_run_or_redis(service, receiver, guarded_servers):
     mongo, redis_port = guarded_servers
     mongo_url = (
         f"mongodb://app:mongo-{MARKER}@{HOST}:{mongo.port}/{service.database}"
@@ -76,19 +76,25 @@ def test_secrets_never_reach_logs_status_job_arguments_or_the_failed_registry(se
     env = {"MONGO_DB_URL": mongo_url, "REDIS_URL": redis_url, "APP_SECRET": receiver.secret, "LOG_LEVEL": "DEBUG"}
     import pymongo
 
+    from core.settings import Settings
+
+    shown = repr(Settings.from_env(env))
+    assert MARKER not in shown and ":***@" in shown
     with pymongo.MongoClient(mongo_url) as client:
         db = client[service.database]
-        service.spawn("watch", **env)
-        service.spawn("work", **env)
+        service.spawn("run", "--api-port", "0", **env)
         r = redis.Redis.from_url(redis_url)
-        wait_until(lambda: r.hget("msgstatus:watcher:stream:communications", "token"), 30, "the watcher")
+        wait_until(lambda: r.hget("msgstatus:watcher:stream:communications", "token"), 60, "the watcher")
         good = factories.message(db)
         factories.communication(db, good)
         wait_until(lambda: db.support_messages.find_one({"_id": good, "delivered": True}), 30, "a delivery")
-        receiver.behaviour.status = 401  # leaves a job in the failed registry, with its error text
-        bad = factories.message(db)
-        factories.communication(db, bad)
-        wait_until(lambda: r.zcard("rq:failed:support_message_status"), 30, "a failed job")
+        receiver.behaviour.fail_next = [401]  # a refused emit is logged with its error, then retried
+        retried = factories.message(db)
+        factories.communication(db, retried)
+        wait_until(lambda: db.support_messages.find_one({"_id": retried, "delivered": True}), 30, "a retry")
+        bad = factories.message(db)  # bad data leaves a job in the failed registry, with its error text
+        factories.communication(db, bad, account_id=None)
+        wait_until(lambda: r.zcard("rq:failed:support_message_status_queue"), 30, "a failed job")
         receiver.behaviour.fail_next = [503]
         status = service.run("status", "--json", **env)
         contents = redis_contents(r)

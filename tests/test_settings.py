@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
+from core import defaults
+from core.settings import ConfigError, Settings
 from embedded.processes import msgstatus_argv
-from msgstatus import defaults
-from msgstatus.settings import ConfigError, Settings
 
 LONG_SECRET = "s" * 32
 

@@ -12,9 +12,9 @@ from bson import ObjectId
 from rq import Queue
 from rq.job import Job
 
-from jobs.messages import CLAIM
+from core.defaults import QUEUE
+from jobs.messages import CLAIM, HOLD
 from jobs.queueing import Enqueuer, job_id, status_queue
-from msgstatus.defaults import QUEUE
 from tests import factories
 from tests.conftest import SECRET
 from tests.waiting import wait_until
@@ -84,15 +84,31 @@ def test_message_arriving_after_its_comm_log_marks_it_delivered(service, db, que
     assert len(receiver.emits_for(str(mid))) == 1
 
 
-@pytest.mark.parametrize("success", [False, "false", 0, None, "true"])
-def test_anything_but_boolean_true_success_marks_it_not_delivered(service, db, queue, receiver, success):
+@pytest.mark.parametrize("success", [False, "false", 0, 1, None, "yes", "truthy"])
+def test_anything_but_true_or_the_string_true_marks_it_not_delivered_and_sets_delivered_only(
+    service, db, queue, receiver, success
+):
     mid = factories.message(db)
     factories.communication(db, mid, success=success)
     service.spawn("work")
     enqueue(queue, mid)
-    assert wait_until(lambda: decided(db, mid), 20, "the message to be decided")["delivered"] is False
+    doc = wait_until(lambda: decided(db, mid), 20, "the message to be decided")
+    # The seed's failure branch sets delivered: false and nothing else
+    assert doc["delivered"] is False and doc["metadata"] == {"agent": "a-1"}
     wait_until(lambda: receiver.emits_for(str(mid)), 5, "the emit")
     assert receiver.emits_for(str(mid))[0].body["data"]["delivered"] is False
+
+
+@pytest.mark.parametrize("success", ["true", "TRUE", "True"])
+def test_the_string_true_in_any_case_is_a_delivery_as_a_mongoose_boolean_casts_it(
+    service, db, queue, receiver, success
+):
+    mid = factories.message(db)
+    cid = factories.communication(db, mid, success=success)
+    service.spawn("work")
+    enqueue(queue, mid)
+    doc = wait_until(lambda: decided(db, mid), 20, "the message to be decided")
+    assert doc["delivered"] is True and doc["metadata"]["communication_id"] == cid
 
 
 def test_a_successful_log_wins_over_a_failed_one(service, db, queue, receiver):
@@ -139,6 +155,7 @@ def test_socket_down_is_retried_then_delivered_once_it_is_back(service, db, queu
     mid = factories.message(db)
     factories.communication(db, mid)
     service.spawn("work")
+    service.spawn("schedule")  # moves due retries onto the queue
     enqueue(queue, mid)
     # Attempt 1 fails, retry after 1 s fails, retry after 2 s succeeds.
     assert wait_until(lambda: decided(db, mid), 30, "the retried message to be decided")["delivered"] is True
@@ -160,20 +177,27 @@ def test_socket_unreachable_is_retried_too(service, db, queue, receiver):
     assert db.support_messages.find_one({"_id": mid}).get("delivered") is None
 
 
-def test_a_401_fails_at_once_and_leaves_the_message_untouched(service, db, queue, receiver):
-    receiver.behaviour.status = 401
+def test_a_message_the_socket_service_refuses_as_bad_is_parked_in_the_failed_registry_untouched(
+    service, db, queue, receiver
+):
+    # Given a socket service that answers 422 (it refuses the message's content)
+    receiver.behaviour.status = 422
     mid = factories.message(db)
     factories.communication(db, mid)
     before = db.support_messages.find_one({"_id": mid})
     service.spawn("work")
+    # When its job runs
     enqueue(queue, mid)
+    # Then it fails at once, named, and the message is untouched but for the parked mark
     registry = Queue(QUEUE, connection=queue.connection).failed_job_registry
     wait_until(lambda: job_id(str(mid)) in registry.get_job_ids(), 20, "the job in the failed registry")
     job = Job.fetch(job_id(str(mid)), connection=queue.connection)
     assert str(mid) in job.description and job.args == (str(mid),)
-    assert "refused the emit with 401" in job.latest_result().exc_string
+    assert "refused the message with 422" in job.latest_result().exc_string
     assert receiver.requests == 1
-    assert db.support_messages.find_one({"_id": mid}) == before
+    after = db.support_messages.find_one({"_id": mid})
+    assert after.pop(HOLD)["kind"] == "parked"
+    assert after == before
 
 
 def test_a_worker_killed_mid_job_leaves_a_claim_that_expires_and_the_next_sweep_finishes_it(
@@ -328,4 +352,4 @@ def test_retries_waiting_on_the_socket_run_as_soon_as_it_answers_again(service, 
     wait_until(lambda: decided(db, fresh), 20, "the new message")
     wait_until(lambda: decided(db, waiting), 15, "the retry that was to wait a minute")
     wait_until(lambda: decided(db, failing), 15, "the message whose emit failed")
-    assert "waiting retries enqueued now" in service.log_text()
+    assert "scheduled retries enqueued now" in service.log_text()

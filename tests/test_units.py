@@ -8,7 +8,8 @@ import jwt
 from bson import ObjectId
 
 from jobs.emit import node_json, socket_token
-from jobs.queueing import job_id, retry_delay
+from jobs.queueing import job_id
+from jobs.retries import retry_delay
 
 
 def test_node_json_writes_object_ids_as_hex_and_dates_as_utc_iso_with_milliseconds():

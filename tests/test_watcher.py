@@ -12,8 +12,8 @@ import pymongo
 import pytest
 import redis
 
-from msgstatus import counters
-from msgstatus.defaults import SWEEP_QUEUE
+from core import counters
+from core.defaults import SWEEP_QUEUE
 from tests import factories
 from tests.conftest import HOST, SECRET, Service, start_mongo
 from tests.waiting import wait_until
@@ -198,6 +198,6 @@ def _redis_with_leader(port: int) -> redis.Redis | None:
 def _embedded_secret_for_run(request, receiver):
     """With nothing configured, the embedded default's secret signs the JWT."""
     if request.node.name.startswith("test_run_"):
-        from msgstatus.defaults import EMBEDDED_APP_SECRET
+        from core.defaults import EMBEDDED_APP_SECRET
 
         receiver.secret = EMBEDDED_APP_SECRET

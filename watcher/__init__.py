@@ -1,1 +1,1 @@
-"""The change-stream watcher (see issue: the watcher)."""
+"""The change-stream watcher: events on support_messages and communications enqueue status jobs."""

@@ -17,11 +17,11 @@ from pymongo.errors import OperationFailure, PyMongoError
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 
+from core import counters
+from core.defaults import SWEEP_QUEUE
+from core.settings import Settings
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import run_sweep
-from msgstatus import counters
-from msgstatus.defaults import SWEEP_QUEUE
-from msgstatus.settings import Settings
 from watcher.lock import LeaderLock
 from watcher.stream import STREAMS, BadEvent, StreamSpec, has_no_change_streams, is_history_lost
 from watcher.tokens import TokenStore
@@ -33,6 +33,16 @@ AWAIT_MS = 1000
 
 LOCK_TTL = 5.0
 """Seconds the leader lock lives without renewal: a standby takes over within about this."""
+
+LEAD_MARGIN = 1.5
+"""Seconds before the lock may have expired at which a leader that could not renew stops its streams:
+at least one getMore (AWAIT_MS), so they are closed before a standby can take the lock."""
+
+REDIS_TIMEOUT = 2.0
+"""Longest wait for one Redis command: a renewal must fail, not hang, when Redis is unreachable."""
+
+STATE_TTL = 3 * LOCK_TTL
+"""Seconds the watcher's state in Redis outlives the last leader that refreshed it."""
 
 RENEW_EVERY = 1.0
 """Seconds between renewals of the leader lock (and standby attempts to take it)."""
@@ -70,7 +80,9 @@ class Watcher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
         self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
             settings.mongo_url, serverSelectionTimeoutMS=5000
         )
@@ -81,6 +93,8 @@ class Watcher:
         self.stopping = threading.Event()
         self.leading = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.term = 0
+        self.lead_until = 0.0
 
     # -- process ---------------------------------------------------------------
 
@@ -105,6 +119,7 @@ class Watcher:
     def _loop(self) -> None:
         backoff = Backoff()
         while not self.stopping.is_set():
+            asked = time.monotonic()
             try:
                 leader = self.lock.hold()
                 backoff.reset()
@@ -112,58 +127,89 @@ class Watcher:
                 leader = False
                 delay = backoff.next()
                 log.warning("watcher: Redis unavailable (%s); retrying in %.1fs", error, delay)
+                self._lose_lead()
                 self.stopping.wait(delay)
+            if leader:
+                # Streams run only while the lock is surely still ours, even if the next renewal hangs.
+                self.lead_until = asked + LOCK_TTL - LEAD_MARGIN
+                self._refresh_state()
             if leader and not self.leading.is_set():
-                for thread in self.threads:  # streams of an earlier term end first
-                    thread.join()
-                log.info("watcher %s is active", self.lock.owner[:8])
-                self._set_state("active")
-                self.leading.set()
-                self.threads = [self._start(spec) for spec in STREAMS]
+                self._begin_term()
             elif not leader and self.leading.is_set():
-                log.warning("watcher %s lost the lock; back to standby", self.lock.owner[:8])
-                self.leading.clear()
+                self._lose_lead()
             self.stopping.wait(RENEW_EVERY)
 
-    def _start(self, spec: StreamSpec) -> threading.Thread:
-        thread = threading.Thread(target=self._follow, args=(spec,), name=f"stream-{spec.name}", daemon=True)
+    def _begin_term(self) -> None:
+        """Start this term's streams, once the previous term's have ended."""
+        for thread in self.threads:
+            thread.join(AWAIT_MS / 1000 + 1)
+        self.term += 1
+        log.info("watcher %s is active (term %d)", self.lock.owner[:8], self.term)
+        self._set_state("active")
+        self.leading.set()
+        self.threads = [self._start(spec, self.term) for spec in STREAMS]
+
+    def _lose_lead(self) -> None:
+        if self.leading.is_set():
+            log.warning("watcher %s lost the lock; back to standby", self.lock.owner[:8])
+            self.leading.clear()
+
+    def _start(self, spec: StreamSpec, term: int) -> threading.Thread:
+        thread = threading.Thread(target=self._follow, args=(spec, term), name=f"stream-{spec.name}", daemon=True)
         thread.start()
         return thread
 
-    def _running(self) -> bool:
-        return self.leading.is_set() and not self.stopping.is_set()
+    def _running(self, term: int) -> bool:
+        """Whether a stream of ``term`` may go on: that term is current, the lock surely ours, no stop asked."""
+        return (
+            self.leading.is_set() and self.term == term and not self.stopping.is_set()
+            and time.monotonic() < self.lead_until
+        )
+
+    def _pause(self, seconds: float, term: int) -> None:
+        """Wait ``seconds``, or less if the term ends meanwhile."""
+        deadline = time.monotonic() + seconds
+        while self._running(term) and (left := deadline - time.monotonic()) > 0:
+            self.stopping.wait(min(left, 0.2))
 
     def _release(self) -> None:
         with contextlib.suppress(redis.RedisError):
             self.lock.release()
 
     def _set_state(self, mode: str) -> None:
+        with contextlib.suppress(redis.RedisError), self.redis.pipeline() as pipe:
+            pipe.hset(STATE_KEY, mapping={"mode": mode, "owner": self.lock.owner, "since": time.time()})
+            pipe.expire(STATE_KEY, int(STATE_TTL))
+            pipe.execute()
+
+    def _refresh_state(self) -> None:
+        """The state describes a live leader: it expires unless that leader keeps refreshing it."""
         with contextlib.suppress(redis.RedisError):
-            self.redis.hset(STATE_KEY, mapping={"mode": mode, "owner": self.lock.owner, "since": time.time()})
+            self.redis.expire(STATE_KEY, int(STATE_TTL))
 
     # -- one stream ------------------------------------------------------------
 
-    def _follow(self, spec: StreamSpec) -> None:
+    def _follow(self, spec: StreamSpec, term: int) -> None:
         backoff = Backoff()
-        while self._running():
+        while self._running(term):
             try:
                 try:
-                    self._tail(spec, backoff)
+                    self._tail(spec, backoff, term)
                 except OperationFailure as error:
                     if is_history_lost(error):
                         self._recover_history_lost(spec, error)
                     elif has_no_change_streams(error):
-                        self._sweep_only(spec, error)
+                        self._sweep_only(spec, error, term)
                     else:
                         raise
             except (PyMongoError, redis.RedisError) as error:
-                self._wait_to_reconnect(spec, error, backoff)
+                self._wait_to_reconnect(spec, error, backoff, term)
             except Exception as error:  # a bug must not silently end the stream
                 log.exception("stream %s: unexpected error", spec.name)
-                self._wait_to_reconnect(spec, error, backoff)
-        log.info("stream %s closed", spec.name)
+                self._wait_to_reconnect(spec, error, backoff, term)
+        log.info("stream %s closed (term %d)", spec.name, term)
 
-    def _tail(self, spec: StreamSpec, backoff: Backoff) -> None:
+    def _tail(self, spec: StreamSpec, backoff: Backoff, term: int) -> None:
         token = self.tokens.load(spec.name)
         if token is None:
             self._catch_up(spec, "no stored resume token")
@@ -173,7 +219,7 @@ class Watcher:
         with self.db[spec.collection].watch(spec.pipeline, **options) as stream:
             log.info("stream %s open (%s)", spec.name, "resumed" if token else "from now")
             saved, saved_at = token, time.monotonic()
-            while self._running():
+            while self._running(term):
                 change = stream.try_next()
                 backoff.reset()
                 if change is not None:
@@ -215,7 +261,7 @@ class Watcher:
                 run_sweep, job_id=CATCH_UP_JOB_ID, unique=True, result_ttl=0, description="catch-up sweep"
             )
 
-    def _sweep_only(self, spec: StreamSpec, error: OperationFailure) -> None:
+    def _sweep_only(self, spec: StreamSpec, error: OperationFailure, term: int) -> None:
         counters.incr(self.redis, "no_change_streams")
         self._set_state("sweep-only")
         log.error(
@@ -223,13 +269,13 @@ class Watcher:
             "found by the %ds sweep. Use a replica set (and the changeStream privilege) for events; "
             "checking again in %.0fs", spec.name, error, self.settings.sweep_interval, RECHECK_SWEEP_ONLY,
         )
-        self.stopping.wait(RECHECK_SWEEP_ONLY)
+        self._pause(RECHECK_SWEEP_ONLY, term)
 
-    def _wait_to_reconnect(self, spec: StreamSpec, error: Exception, backoff: Backoff) -> None:
+    def _wait_to_reconnect(self, spec: StreamSpec, error: Exception, backoff: Backoff, term: int) -> None:
         delay = backoff.next()
         counters.incr(self.redis, "stream_reconnects")
         log.warning("stream %s: %s: %s; reconnecting in %.1fs", spec.name, type(error).__name__, error, delay)
-        self.stopping.wait(delay)
+        self._pause(delay, term)
 
 
 def run_watcher(settings: Settings) -> None:

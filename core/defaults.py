@@ -4,11 +4,22 @@ SWEEP_INTERVAL = 5
 """Seconds between sweeps: the seed's documented 5-second cron (rq-scheduler counts whole seconds)."""
 
 CLAIM_TTL = 60.0
-"""Seconds a worker's claim on a message lasts; a crashed worker's message waits this long. It must
-outlast one attempt (lookups, an emit of up to EMIT_TIMEOUT, the commit)."""
+"""Seconds a worker's claim on a message lasts at most. A claim whose worker stopped beating (HEARTBEAT_TTL)
+is taken over long before; this bound serves when a worker is alive but stuck. It must outlast one
+attempt (lookups, an emit of up to EMIT_TIMEOUT, the commit)."""
 
-MAX_ATTEMPTS = 10
-"""Attempts of one status job before it fails, as the seed's Bull job had."""
+HEARTBEAT_TTL = 5.0
+"""Seconds a worker's heartbeat lives in Redis: a claim whose worker has none is taken over by the next sweep."""
+
+HEARTBEAT_EVERY = 1.5
+"""Seconds between two heartbeats of a worker process."""
+
+FAST_ATTEMPTS = 10
+"""Attempts of a status job on tenacity's 1, 2, 4 ... s schedule before its message waits for slow retries,
+as the seed's Bull job had 10."""
+
+SLOW_RETRY = 300
+"""Seconds between two slow retries of a message whose fast attempts all failed for an outside cause."""
 
 MAX_BACKOFF = 300.0
 """Longest wait between two attempts, in seconds."""
@@ -22,8 +33,11 @@ EMIT_TIMEOUT = 10.0
 JWT_TTL = 120
 """Lifetime of the emit's JWT in seconds (the seed's expiresIn: '2m')."""
 
-QUEUE = "support_message_status"
-"""The RQ queue of status jobs (the seed's queue was support_message_status_queue)."""
+QUEUE = "support_message_status_queue"
+"""The RQ queue of status jobs: the seed's Bull queue name, so existing monitors keep their name."""
+
+LEGACY_QUEUES = ("support_message_status",)
+"""Queue names of earlier msgstatus versions: workers still drain them, nothing is put on them."""
 
 SWEEP_QUEUE = "support_message_status_sweep"
 """The RQ queue of sweep jobs; workers take from it first, so a backlog never delays a sweep."""

@@ -7,6 +7,19 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from core.settings import redact
+
+
+class RedactingFormatter(logging.Formatter):
+    """Any formatter's line with URL passwords masked (drivers put URLs in their errors)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for machines."""
@@ -26,12 +39,10 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "INFO", fmt: str = "text", process: str = "msgstatus") -> None:
     """Send logs to stderr, as text or JSON."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s")
-        )
+    inner = JsonFormatter() if fmt == "json" else logging.Formatter(
+        f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s"
+    )
+    handler.setFormatter(RedactingFormatter(inner))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

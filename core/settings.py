@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit
 
-from msgstatus import defaults
+from core import defaults
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/@\s:]*:)[^@\s]+@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
 class ConfigError(ValueError):
@@ -85,6 +93,9 @@ class Settings:
     embedded_redis: bool = True
     sweep_interval: int = defaults.SWEEP_INTERVAL
     claim_ttl: float = defaults.CLAIM_TTL
+    heartbeat_ttl: float = defaults.HEARTBEAT_TTL
+    fast_attempts: int = defaults.FAST_ATTEMPTS
+    slow_retry: int = defaults.SLOW_RETRY
     enabled: bool = True
     hooks: bool = False
     sweep_only: bool = False
@@ -122,12 +133,19 @@ class Settings:
             embedded_redis=redis_url is None,
             sweep_interval=_whole(env, "SWEEP_INTERVAL", defaults.SWEEP_INTERVAL, 1),
             claim_ttl=_number(env, "CLAIM_TTL", defaults.CLAIM_TTL, 1),
+            heartbeat_ttl=_number(env, "HEARTBEAT_TTL", defaults.HEARTBEAT_TTL, 2 * defaults.HEARTBEAT_EVERY),
+            fast_attempts=_whole(env, "FAST_ATTEMPTS", defaults.FAST_ATTEMPTS, 1),
+            slow_retry=_whole(env, "SLOW_RETRY", defaults.SLOW_RETRY, 1),
             enabled=_flag(env, "QM_CONVERSATIONS", True) and _flag(env, "QM_SUPPORT_MESSAGE_STATUS", True),
             hooks=_flag(env, "QM_HOOKS", False),
             sweep_only=_flag(env, "SWEEP_ONLY", False),
             log_level=level,
             log_format=log_format,
         )
+
+    def __repr__(self) -> str:
+        shown = (f"{f.name}={redact(repr(getattr(self, f.name)))}" for f in fields(self) if f.repr)
+        return f"Settings({', '.join(shown)})"
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (e.g. ``sweep_only`` from a command-line flag)."""
@@ -151,7 +169,8 @@ class Settings:
 
 VARIABLES = (
     "MONGO_DB_URL", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "APP_SECRET", "CONVERSATION_SOCKET",
-    "SWEEP_INTERVAL", "CLAIM_TTL", "QM_CONVERSATIONS", "QM_SUPPORT_MESSAGE_STATUS", "QM_HOOKS",
+    "SWEEP_INTERVAL", "CLAIM_TTL", "HEARTBEAT_TTL", "FAST_ATTEMPTS", "SLOW_RETRY",
+    "QM_CONVERSATIONS", "QM_SUPPORT_MESSAGE_STATUS", "QM_HOOKS",
     "SWEEP_ONLY", "LOG_LEVEL", "LOG_FORMAT", "DASHBOARD_USER", "DASHBOARD_PASSWORD", "TRIGGER_TOKEN",
 )
 """Every environment variable msgstatus reads (the last three by ``dashboard`` and ``api`` only)."""

@@ -1,0 +1,78 @@
+"""Retries of status jobs: the fast schedule, and the one place that moves a scheduled retry onto its queue.
+
+A job that returns an RQ ``Retry`` waits in its queue's scheduled registry.
+``move`` takes it out of the registry and enqueues it in one Redis transaction
+(MULTI/EXEC, watching the job): a connection lost half-way applies nothing, and
+two movers racing enqueue it once. A job whose hash says SCHEDULED while no
+registry holds it (an older msgstatus lost its connection mid-move) is moved too.
+``msgstatus schedule`` moves due retries every second; a successful emit after an
+outage moves them all (``jobs.wakeup``); an event or sweep finding a retry long
+overdue moves it (``jobs.queueing``). Nothing else moves retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import tenacity
+from redis import Redis
+from redis.exceptions import WatchError
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from core.defaults import MAX_BACKOFF
+
+log = logging.getLogger(__name__)
+
+_BACKOFF = tenacity.wait_exponential(multiplier=1, min=1, max=MAX_BACKOFF)
+
+
+def retry_delay(attempt: int) -> int:
+    """Seconds to wait after failed attempt number ``attempt``: 1, 2, 4, 8... (tenacity's schedule)."""
+    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return round(_BACKOFF(state))
+
+
+def move(connection: Redis, job_id: str) -> bool:
+    """Enqueue a scheduled (or orphaned SCHEDULED) job now; False if it is neither (someone moved it)."""
+    job_key = Job.key_for(job_id)
+    with connection.pipeline() as pipe:
+        for _ in range(5):
+            try:
+                pipe.watch(job_key)
+                status, origin = pipe.hmget(job_key, "status", "origin")
+                if origin is None:
+                    return False
+                queue = Queue(origin.decode() if isinstance(origin, bytes) else origin, connection=connection)
+                registry = queue.scheduled_job_registry
+                in_registry = pipe.zscore(registry.key, job_id) is not None
+                if not in_registry and status not in (JobStatus.SCHEDULED.value, JobStatus.SCHEDULED.value.encode()):
+                    return False
+                try:
+                    job = Job.fetch(job_id, connection=connection)
+                except NoSuchJobError:
+                    return False
+                pipe.multi()
+                pipe.zrem(registry.key, job_id)
+                queue._enqueue_job(job, pipeline=pipe, at_front=job.should_enqueue_at_front())
+                pipe.execute()
+                if not in_registry:
+                    log.warning("job %s was SCHEDULED in no registry (orphaned); enqueued now", job_id)
+                return True
+            except WatchError:
+                continue  # the job changed meanwhile: look again
+    return False
+
+
+def move_due(queue: Queue) -> int:
+    """Enqueue every scheduled job of ``queue`` whose time has come; how many."""
+    due = queue.scheduled_job_registry.get_jobs_to_schedule(int(time.time()))
+    return sum(move(queue.connection, job_id) for job_id in due)
+
+
+def move_all(queue: Queue) -> int:
+    """Enqueue every scheduled job of ``queue`` now; how many."""
+    return sum(move(queue.connection, job_id) for job_id in queue.scheduled_job_registry.get_job_ids())

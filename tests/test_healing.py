@@ -1,0 +1,355 @@
+"""No failure of any length or kind leaves a message waiting for good: real workers, Redis, MongoDB, receiver."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from rq import Worker
+from rq.job import Job
+
+from core import counters
+from jobs import messages
+from jobs.messages import CLAIM, HOLD
+from jobs.queueing import FINAL, JOB_FUNCTION, Enqueuer, job_id, status_queue
+from tests import factories
+from tests.relay import Relay
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def db(service, client):
+    return client[service.database]
+
+
+@pytest.fixture
+def queue(service):
+    r = redis.Redis.from_url(service.redis_url)
+    yield status_queue(r)
+    r.close()
+
+
+def decided(db, message_id):
+    return db.support_messages.find_one({"_id": message_id, "delivered": {"$exists": True}})
+
+
+def count(db, query) -> int:
+    return db.support_messages.count_documents(query)
+
+
+def held_for_retry(db) -> int:
+    return count(db, {f"{HOLD}.kind": "retry", "delivered": {"$exists": False}})
+
+
+def test_messages_refused_with_401_are_decided_within_one_slow_retry_after_the_socket_accepts_again(
+    service, db, queue, receiver
+):
+    # Given a socket service refusing every emit with 401 (a wrong APP_SECRET), and 200 messages
+    receiver.behaviour.status = 401
+    slow, sweep_every = 10, 1
+    env = {"FAST_ATTEMPTS": "2", "SLOW_RETRY": str(slow), "SWEEP_INTERVAL": str(sweep_every)}
+    service.spawn("work", "--workers", "2", "--simple", **env)
+    service.spawn("schedule", **env)
+    mids = [factories.message(db) for _ in range(200)]
+    for mid in mids:
+        factories.communication(db, mid)
+    # When every fast attempt has failed: each message waits for its slow retry, none is parked
+    wait_until(lambda: held_for_retry(db) == 200, 90, "200 messages waiting for a slow retry")
+    assert queue.failed_job_registry.count == 0
+    # and the socket service accepts again, with no operator doing anything
+    receiver.behaviour.status = 200
+    accepted = time.monotonic()
+    # Then all 200 are decided within one slow-retry cadence (plus one sweep to find the first due one)
+    wait_until(lambda: count(db, {"_id": {"$in": mids}, "delivered": True}) == 200, slow + sweep_every + 10,
+               "all 200 messages to be delivered")
+    healed = time.monotonic() - accepted
+    print(f"200 messages healed {healed:.1f}s after the socket service accepted again (slow retry {slow}s)")
+    assert held_for_retry(db) == 0 and queue.failed_job_registry.count == 0
+    assert len({e.message_id for e in receiver.emits}) == 200
+
+
+def test_a_sweep_examines_none_of_2000_held_or_parked_messages_but_finds_the_due_and_the_new(service, db):
+    # Given 1,000 messages waiting for a slow retry, 1,000 parked for an operator, all with logs
+    now = datetime.now(UTC)
+    base = {"sender_type": "conversation", "source": "sms", "sender_id": 1, "created": now}
+    waiting = [{**base, HOLD: {"kind": "retry", "until": now + timedelta(minutes=5), "since": now}}
+               for _ in range(1000)]
+    parked = [{**base, HOLD: {"kind": "parked", "since": now, "error": "no account_id"}} for _ in range(1000)]
+    ids = db.support_messages.insert_many(waiting + parked).inserted_ids
+    db.communications.insert_many([{"conv_message_id": i, "success": True, "account_id": 1} for i in ids])
+    messages.ensure_indexes(db)
+    # When a sweep runs
+    result = json.loads(service.run("sweep", "--once").stdout)
+    # Then it examines none of them
+    assert result["examined"] == 0 and result["enqueued"] == 0
+    # And once one slow retry is due and a new message arrives, it examines exactly those two
+    due = ids[0]
+    db.support_messages.update_one({"_id": due}, {"$set": {f"{HOLD}.until": now - timedelta(seconds=1)}})
+    fresh = factories.message(db)
+    factories.communication(db, fresh)
+    result = json.loads(service.run("sweep", "--once").stdout)
+    assert result["examined"] == 2 and result["enqueued"] == 2, result
+    print(f"sweep with 2,000 held: {result['seconds'] * 1000:.1f} ms")
+
+
+def test_a_message_with_bad_data_stays_in_the_failed_registry_and_no_sweep_touches_it(service, db, queue, receiver):
+    # Given a communication log without account_id: the emit cannot be made, whatever happens outside
+    mid = factories.message(db)
+    factories.communication(db, mid, account_id=None)
+    service.spawn("work")
+    service.spawn("schedule", SWEEP_INTERVAL="1")
+    # When its job runs
+    Enqueuer(queue).enqueue(str(mid))
+    wait_until(lambda: job_id(str(mid)) in queue.failed_job_registry.get_job_ids(), 20, "the job to fail")
+    # Then it is parked, named in the failed registry, and the sweeps that follow leave it there untouched
+    before = counters.read(queue.connection)
+    wait_until(lambda: counters.read(queue.connection).get("sweeps_run", 0) >= before.get("sweeps_run", 0) + 3, 20,
+               "three more sweeps")
+    after = counters.read(queue.connection)
+    assert after.get("sweep_examined", 0) == before.get("sweep_examined", 0), "a sweep looked at the parked message"
+    assert job_id(str(mid)) in queue.failed_job_registry.get_job_ids() and queue.count == 0
+    doc = db.support_messages.find_one({"_id": mid})
+    assert doc[HOLD]["kind"] == "parked" and "no account_id" in doc[HOLD]["error"]
+    assert "delivered" not in doc and receiver.requests == 0
+
+
+@pytest.mark.parametrize("how", ["cli", "dashboard"])
+def test_a_requeued_job_starts_a_fresh_set_of_attempts(service, db, queue, receiver, how):
+    # Given a job that failed twice from outside, then on data the socket service refused
+    env = {"FAST_ATTEMPTS": "3"}
+    receiver.behaviour.fail_next = [503, 503, 422]
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work", **env)
+    service.spawn("schedule", **env)
+    Enqueuer(queue).enqueue(str(mid))
+    wait_until(lambda: job_id(str(mid)) in queue.failed_job_registry.get_job_ids(), 30, "the job to fail")
+    assert Job.fetch(job_id(str(mid)), connection=queue.connection).number_of_retries == 2
+    # When an operator requeues it (the data fixed), and the socket service fails twice more
+    receiver.behaviour.fail_next = [503, 503]
+    if how == "cli":
+        assert json.loads(service.run("requeue", "--failed").stdout)["requeued"] == 1
+    else:  # what rq-dashboard's requeue button calls
+        from rq.job import requeue_job
+
+        requeue_job(job_id(str(mid)), connection=queue.connection)
+    # Then it gets all three attempts again: delivered on the third, never held, never failed
+    doc = wait_until(lambda: decided(db, mid), 30, "the requeued message to be decided")
+    assert doc["delivered"] is True and HOLD not in doc
+    assert receiver.requests == 6
+    assert counters.read(queue.connection).get("jobs_held", 0) == 0
+    assert queue.failed_job_registry.count == 0
+
+
+def test_a_job_that_times_out_is_run_again(service, db, queue, receiver):
+    # Given a job with a 2 s timeout whose emit takes 5 s
+    receiver.behaviour.delay = 5
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work")
+    service.spawn("schedule", SWEEP_INTERVAL="1")
+    queue.enqueue(JOB_FUNCTION, str(mid), job_id=job_id(str(mid)), job_timeout=2, result_ttl=0)
+    wait_until(lambda: receiver.requests >= 1, 20, "the job to reach the emit")
+    receiver.behaviour.delay = 0
+    # When it times out, stopped from outside rather than concluding anything itself
+    # Then it is run again and the message decided; nothing is left failed for good
+    doc = wait_until(lambda: decided(db, mid), 30, "the message to be decided after the timeout")
+    assert doc["delivered"] is True
+    failed = queue.failed_job_registry.get_job_ids()
+    assert not any(Job.fetch(j, connection=queue.connection).meta.get(FINAL) for j in failed)
+
+
+def test_a_worker_killed_mid_job_has_its_message_decided_within_15_seconds_at_default_settings(
+    service, db, queue, receiver
+):
+    # Given default CLAIM_TTL (60 s) and SWEEP_INTERVAL (5 s), and a forking worker hanging in an emit
+    receiver.behaviour.delay = 30
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    worker = service.spawn("work", "--fork")
+    service.spawn("schedule")
+    Enqueuer(queue).enqueue(str(mid))
+    wait_until(lambda: receiver.requests == 1, 20, "the job to reach the emit")
+    service.spawn("work")
+    wait_until(lambda: len(Worker.all(connection=queue.connection)) >= 2, 20, "the second worker to be up")
+    receiver.behaviour.delay = 0
+    # When the worker and its work horse are SIGKILLed
+    service.kill(worker)
+    killed = time.monotonic()
+    # Then the message is decided within 15 s, its dead claim taken over
+    doc = wait_until(lambda: decided(db, mid), 15, "the killed worker's message to be decided")
+    print(f"decided {time.monotonic() - killed:.1f}s after the kill")
+    assert doc["delivered"] is True and CLAIM not in doc
+    assert counters.read(queue.connection).get("claims_taken_over", 0) == 1
+
+
+def test_a_nine_second_emit_keeps_its_message_and_is_not_duplicated(service, db, queue, receiver):
+    # Given an emit that takes 9 s, two workers and sweeps every second
+    receiver.behaviour.delay = 9
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work", "--workers", "2", "--simple")
+    service.spawn("schedule", SWEEP_INTERVAL="1")
+    Enqueuer(queue).enqueue(str(mid))
+    # When it completes
+    doc = wait_until(lambda: decided(db, mid), 30, "the message to be decided")
+    # Then it was made once: no sweep took the message from its slow but living job
+    assert doc["delivered"] is True
+    assert receiver.requests == 1 and len(receiver.emits_for(str(mid))) == 1
+    assert counters.read(queue.connection).get("claims_taken_over", 0) == 0
+
+
+def test_every_emit_carries_an_idempotency_key_naming_the_message_and_its_log(service, db, queue, receiver):
+    mid = factories.message(db)
+    cid = factories.communication(db, mid)
+    service.spawn("work")
+    Enqueuer(queue).enqueue(str(mid))
+    emit = wait_until(lambda: receiver.emits_for(str(mid)), 20, "the emit")[0]
+    assert emit.headers["idempotency-key"] == f"{mid}:{cid}"
+
+
+def test_the_database_stopped_mid_job_schedules_a_retry_that_decides_the_message_once_it_is_back(
+    service, db, queue, receiver, mongo_server
+):
+    # Given a worker that reaches MongoDB through a relay, and an emit that takes a second
+    relay = Relay(mongo_server.port)
+    url = f"mongodb://{relay.url_host}/{service.database}?directConnection=true&serverSelectionTimeoutMS=1000"
+    receiver.behaviour.delay = 1
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    try:
+        service.spawn("work", MONGO_DB_URL=url)
+        service.spawn("schedule")  # moves retries; reaches the database directly
+        Enqueuer(queue).enqueue(str(mid))
+        wait_until(lambda: receiver.requests == 1, 20, "the job to reach the emit")
+        # When the database goes away mid-job (its commit and the claim's release both fail)
+        relay.down()
+        wait_until(lambda: queue.scheduled_job_registry.count == 1, 20, "the job to schedule its retry")
+        receiver.behaviour.delay = 0
+        relay.up()
+        # Then the retry decides the message once the database is back; nothing failed
+        doc = wait_until(lambda: decided(db, mid), 30, "the message to be decided")
+    finally:
+        relay.close()
+    assert doc["delivered"] is True
+    assert queue.failed_job_registry.count == 0
+    assert counters.read(queue.connection).get("jobs_retried", 0) >= 1
+
+
+def test_a_connection_dropped_while_a_retry_moves_leaves_no_orphan_and_the_message_is_decided(
+    service, db, queue, receiver, redis_server
+):
+    # Given a message whose retry is due, and a scheduler that reaches Redis through a relay
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    Enqueuer(queue).enqueue(str(mid))
+    job = Job.fetch(job_id(str(mid)), connection=queue.connection)
+    queue.remove(job)
+    queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=2))
+    relay = Relay(redis_server.port)
+    # When the scheduler's connection drops right after it removes the retry from the registry
+    relay.trip_on(b"rq:scheduled:support_message_status_queue")
+    try:
+        service.spawn("schedule", REDIS_URL=f"redis://{relay.url_host}/0")
+        assert relay.tripped.wait(20), "the scheduler never moved the retry"
+        service.spawn("work")
+        # Then the job was either moved whole or not at all, and the message is decided
+        doc = wait_until(lambda: decided(db, mid), 30, "the message to be decided")
+    finally:
+        relay.close()
+    assert doc["delivered"] is True
+    assert Enqueuer(queue).enqueue(str(mid)) == "enqueued"  # no orphaned job left answering "waiting"
+
+
+def test_two_watchers_through_a_redis_partition_never_both_stream_for_more_than_a_second(service, redis_server):
+    # Given an active watcher that reaches Redis through a relay, and a standby that reaches it directly
+    relay = Relay(redis_server.port)
+    r = redis.Redis.from_url(service.redis_url)
+    try:
+        first = service.spawn("watch", REDIS_URL=f"redis://{relay.url_host}/0", LOG_FORMAT="json")
+        wait_until(lambda: r.hget("msgstatus:watcher:stream:communications", "token"), 30, "the first watcher")
+        second = service.spawn("watch", LOG_FORMAT="json")
+        assert 0 < r.ttl("msgstatus:watcher:state") <= 15  # the state expires with its writer
+        time.sleep(2)  # the standby is up and polling for the lock
+        # When the first one's Redis goes silent (a partition: requests hang, nothing is refused)
+        relay.pause()
+        wait_until(lambda: b"is active" in _log(service, second), 30, "the standby to take over")
+        relay.resume()
+        time.sleep(2)
+    finally:
+        relay.close()
+        r.close()
+    # Then the first one's streams had closed before the second one's opened, or at most a second after
+    closed = [e["time"] for e in _events(service, first) if "closed (term 1)" in e["message"]]
+    opened = [e["time"] for e in _events(service, second) if "is active" in e["message"]]
+    assert len(closed) == 2 and opened, (closed, opened)
+    overlap = (max(map(_when, closed)) - _when(opened[0])).total_seconds()
+    print(f"overlap of the two watchers' streams: {overlap:.3f}s (negative: none)")
+    assert overlap <= 1.0
+
+
+def _log(service, process) -> bytes:
+    return service.logs[service.processes.index(process)].read_bytes()
+
+
+def _events(service, process) -> list[dict]:
+    lines = _log(service, process).decode(errors="replace").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def _when(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+def test_the_seeds_update_replaces_a_metadata_that_is_not_an_object_and_nan_is_sent_as_null(
+    service, db, queue, receiver
+):
+    # Given messages whose metadata is missing, a string, an array, and one carrying NaN and Infinity
+    odd = {
+        "missing": factories.message(db, metadata=None),
+        "string": factories.message(db, metadata="legacy"),
+        "array": factories.message(db, metadata=[{"a": 1}]),
+        "nan": factories.message(db, score=float("nan"), metadata={"ratio": float("inf")}),
+    }
+    db.support_messages.update_one({"_id": odd["missing"]}, {"$unset": {"metadata": ""}})
+    logs = {name: factories.communication(db, mid) for name, mid in odd.items()}
+    service.spawn("work")
+    for mid in odd.values():
+        Enqueuer(queue).enqueue(str(mid))
+    # When they are decided
+    for name, mid in odd.items():
+        doc = wait_until(lambda mid=mid: decided(db, mid), 20, f"the message with {name} metadata")
+        # Then each is delivered, with metadata as the seed's update leaves it
+        assert doc["delivered"] is True
+        expected = {"ratio": float("inf"), "communication_id": logs[name]} if name == "nan" else {
+            "communication_id": logs[name]}
+        assert doc["metadata"] == expected, name
+    emit = wait_until(lambda: receiver.emits_for(str(odd["nan"])), 5, "the emit")[0]
+    assert emit.body["data"]["score"] is None and emit.body["data"]["metadata"]["ratio"] is None
+
+
+def test_a_decision_removes_the_polling_jobs_stale_in_progress_flag(service, db, queue, receiver):
+    mid = factories.message(db, status_queue_in_progress=True)
+    factories.communication(db, mid, success=False)
+    service.spawn("work")
+    Enqueuer(queue).enqueue(str(mid))
+    doc = wait_until(lambda: decided(db, mid), 20, "the message to be decided")
+    assert doc["delivered"] is False and "status_queue_in_progress" not in doc
+
+
+def test_status_shows_how_many_wait_for_slow_retries_and_since_when(service, db, queue, receiver):
+    receiver.behaviour.status = 503
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work", FAST_ATTEMPTS="1")
+    Enqueuer(queue).enqueue(str(mid))
+    wait_until(lambda: held_for_retry(db) == 1, 20, "the message to wait for a slow retry")
+    report = json.loads(service.run("status", "--json").stdout)
+    assert report["messages"]["slow_retries"] == 1 and report["messages"]["parked"] == 0
+    assert report["messages"]["oldest_slow_retry_age_seconds"] is not None
+    stale = service.run("status", "--json", "--max-slow-retry-age", "0")
+    assert stale.returncode == 1 and "wait for slow retries" in " ".join(json.loads(stale.stdout)["problems"])
+
