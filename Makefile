@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3 2>/dev/null)
 
-.PHONY: install demo test lint bench bench-embedded chaos clean
+.PHONY: install demo test lint bench bench-embedded bench-healing chaos clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ bench: install
 
 bench-embedded: install
 	$(PY) -m bench.embedded
+
+bench-healing: install
+	$(PY) -m bench.healing
 
 chaos: install
 	$(PY) -m bench.chaos

@@ -173,17 +173,20 @@ class Chaos:
         self.socket.receiver.behaviour.status = 200
         relay = Relay(self.service.redis_port)
         mover = redis.Redis(port=relay.port, socket_timeout=2)
-        until = time.time() + 8
+        until, trips, dropped = time.time() + 8, 0, 0
         try:
             while time.time() < until:
                 relay.trip_on(b"rq:scheduled:support_message_status_queue")
                 with contextlib.suppress(redis.RedisError):
                     move_due(status_queue(mover))
-                self.service.redis.client_kill_filter(_type="normal", skipme=True)
+                trips += relay.tripped.is_set()
+                dropped += self.service.redis.client_kill_filter(_type="normal", skipme=True)
                 time.sleep(0.25)
         finally:
             mover.close()
             relay.close()
+        print(f"chaos: {trips} moves cut right after their registry command, {dropped} connections dropped",
+              flush=True)
         return time.time()
 
     def restart_database(self) -> float:

@@ -189,9 +189,11 @@ def _start_afresh_if_requeued(oid: ObjectId) -> None:
     """A job that failed for good and was requeued (CLI or dashboard) gets a fresh set of attempts, and its
     message is no longer parked."""
     job = get_current_job()
-    if job is not None and job.meta.pop(FINAL, None):
+    if job is not None and job.meta.get(FINAL):
+        # Unparked first: if the database is away this raises and the job stays failed for good, in view.
+        messages.unpark(context.resources().db, [oid])
+        del job.meta[FINAL]
         job.number_of_retries = 0
         job.save_meta()
-        messages.unpark(context.resources().db, [oid])
         log.info("job %s was requeued after failing: fresh attempts", job.id)
 
