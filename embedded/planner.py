@@ -108,16 +108,18 @@ class IndexedLookups(MemoryEngine):
                 yield [index_map[missing]] if missing in index_map else []
 
     def _range(self, index_map: Any, clause: Any) -> Buckets:
-        """Buckets of the keys of the clause's type within its bound (MongoDB's type bracketing)."""
-        if _not_plain(clause.value):
-            return [bucket for key, bucket in index_map.items() if key != _MISSING_KEY]
-        bound = self._index_equality_key(clause.value)
-        kind, within = bound[0], _RANGES[type(clause)]
-        if kind not in _ORDERED_TYPES:
-            return [bucket for key, bucket in index_map.items() if key != _MISSING_KEY]
+        """Every bucket but the missing field's and, of the bound's own type, those outside the bound.
+
+        mongoeco's matcher compares across types where MongoDB brackets them, so keys of other
+        types stay candidates; for a field that holds one type (dates, say) only the range is read.
+        """
+        bound = None if _not_plain(clause.value) else self._index_equality_key(clause.value)
+        ordered = bound is not None and bound[0] in _ORDERED_TYPES
+        within = _RANGES[type(clause)]
         return [
             bucket for (key,), bucket in index_map.items()
-            if isinstance(key, tuple) and key[0] == kind and within(key[1], bound[1])
+            if key is not None and not (ordered and isinstance(key, tuple) and key[0] == bound[0]  # type: ignore[index]
+                                        and not within(key[1], bound[1]))  # type: ignore[index]
         ]
 
     def _lookup_keys(self, clause: Any) -> list[tuple[Any, ...]] | None:
