@@ -15,7 +15,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from bench.report import plot, report
+from bench.report import plot, plot_throughput, report
 from bench.rig import HERE, Rig, System, comm_doc, fresh_rig, message_doc, offer, percentiles, run_system
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import sweep
@@ -28,18 +28,21 @@ class Plan:
     rates: tuple[int, ...]
     max_rates: tuple[int, ...]
     max_rate_seconds: float
-    drain_count: int
+    sustained_rate: int
+    sustained_seconds: float
+    drain_counts: tuple[int, ...]
     drain_cap: float
     drain_workers: tuple[int, ...]
-    drain_kinds: tuple[bool, ...]
+    watcher_events: int
+    watcher_seconds: float
     idle_stored: int
     idle_seconds: float
     sweep_sizes: tuple[int, ...]
 
 
-FULL = Plan(20, (10, 100), (25, 50), 10, 10_000, 45, (1, 2, 4), (False, True), 50_000, 60,
-            (1_000, 10_000, 50_000))
-QUICK = Plan(3, (10,), (), 0, 150, 10, (2,), (True,), 1_000, 3, (1_000,))
+FULL = Plan(20, (10,), (25, 50, 100, 150, 200, 300, 400), 10, 150, 60, (150, 10_000), 60, (1, 2, 4), 500, 20,
+            50_000, 60, (1_000, 10_000, 50_000))
+QUICK = Plan(3, (10,), (), 0, 0, 0, (150,), 10, (2,), 0, 0, 1_000, 3, (1_000,))
 
 SYSTEMS = ("msgstatus", "polling")
 
@@ -73,52 +76,87 @@ def bench_max_rate(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
             lat, count = run_system(rig, name, 2, True, partial(_offer, rig, rate, plan.max_rate_seconds, 15))
             kept_up = len(lat) == count and max(lat) <= 10_000
             print(f"max-rate {name} {rate}/s: emitted {len(lat)}/{count}, max {max(lat or [0]):.0f} ms", flush=True)
+            results.setdefault("rate_runs", {})[(name, rate)] = {"count": count, "emitted": len(lat),
+                                                                 **percentiles(lat)}
             if not kept_up:
                 break
             best = rate
         results.setdefault("max_rate", {})[name] = best
 
 
+def bench_sustained(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
+    """``sustained_rate``/s for ``sustained_seconds`` into msgstatus with 2 workers: insert to emit."""
+    if not plan.sustained_rate:
+        return
+    started = time.monotonic()
+    lat, count = run_system(rig, "msgstatus", 2, True,
+                            partial(_offer, rig, plan.sustained_rate, plan.sustained_seconds, 30))
+    results["sustained"] = {"count": count, "emitted": len(lat), "rate": plan.sustained_rate,
+                            "seconds": plan.sustained_seconds, "wall": time.monotonic() - started, **percentiles(lat)}
+    print(f"sustained {plan.sustained_rate}/s: {results['sustained']}", flush=True)
+
+
+def bench_watcher_cpu(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
+    """The watcher's CPU per change event, ``watcher_events``/s offered (half messages, half logs)."""
+    if not plan.watcher_events:
+        return
+
+    def measure(system: System) -> dict[str, float]:
+        watcher = system.processes[0].pid
+        before_cpu, before = cpu_seconds(watcher), _events(rig)
+        began = time.monotonic()
+        _, pairs = offer(rig, plan.watcher_events / 2, plan.watcher_seconds, 5)
+        wrote = time.monotonic() - began
+        events = _events(rig) - before
+        cpu = cpu_seconds(watcher) - before_cpu
+        return {"events": events, "pairs": pairs, "cpu_s": cpu, "ms_per_event": cpu * 1000 / max(events, 1),
+                "offered_per_s": plan.watcher_events, "achieved_per_s": 2 * pairs / wrote}
+
+    results["watcher_cpu"] = run_system(rig, "msgstatus", 2, True, measure)
+    print(f"watcher cpu: {results['watcher_cpu']}", flush=True)
+
+
+def _events(rig: Rig) -> int:
+    from core import counters
+
+    seen = counters.read(rig.redis)
+    return seen.get("change_events_messages", 0) + seen.get("change_events_communications", 0)
+
+
 def bench_drain(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
     del rig  # each run gets servers of its own
-    for name in SYSTEMS:
-        # The polling job's first poll over the backlog is what limits it, whatever its workers' kind.
-        kinds = plan.drain_kinds if name == "msgstatus" else (True,)
+    for count in plan.drain_counts:
         for workers in plan.drain_workers:
-            for simple in kinds:
+            for name in SYSTEMS:  # side by side: both systems at each size and worker count
                 # Fresh servers for each run: the polling job can leave the embedded server busy for minutes.
                 with fresh_rig() as own:
-                    _drain_once(own, plan, results, name, workers, simple)
+                    _drain_once(own, plan, results, name, count, workers)
 
 
-def _drain_once(rig: Rig, plan: Plan, results: dict[str, Any], name: str, workers: int, simple: bool) -> None:
+def _drain_once(rig: Rig, plan: Plan, results: dict[str, Any], name: str, count: int, workers: int) -> None:
     """One drain: the backlog written first, then the system started, emits counted until done or the cap."""
-    mids = [ObjectId() for _ in range(plan.drain_count)]
+    mids = [ObjectId() for _ in range(count)]
     for start in range(0, len(mids), 5_000):
         part = mids[start:start + 5_000]
         rig.db.support_messages.insert_many([message_doc(m) for m in part])
         rig.db.communications.insert_many([comm_doc(m) for m in part])
     started = time.monotonic()
-    system = System(name, rig, workers, simple)
+    system = System(name, rig, workers, True)
     peaks = {"watcher": 0, "worker": 0}
-    watcher_rss: list[tuple[int, int]] = []
     try:
         deadline = started + plan.drain_cap
-        while len(rig.receiver.emits) < plan.drain_count and time.monotonic() < deadline:
+        while len(rig.receiver.emits) < count and time.monotonic() < deadline:
             if name == "msgstatus":
-                watcher = rss_kib(system.processes[0].pid)
-                peaks["watcher"] = max(peaks["watcher"], watcher)
+                peaks["watcher"] = max(peaks["watcher"], rss_kib(system.processes[0].pid))
                 peaks["worker"] = max(peaks["worker"], rss_kib(system.processes[2].pid))
-                watcher_rss.append((len(rig.receiver.emits), watcher))
-            time.sleep(0.25)
+            time.sleep(0.05 if count < 1_000 else 0.25)
         elapsed = time.monotonic() - started
     finally:
         system.stop()
     done = len(rig.receiver.emits)
-    key = (name, workers, "SimpleWorker" if simple else "forking")
+    key = (name, count, workers)
     results.setdefault("drain", {})[key] = {"emitted": done, "seconds": elapsed, "rate": done / elapsed,
-                                            **({"peaks": peaks, "watcher_rss": watcher_rss}
-                                               if name == "msgstatus" else {})}
+                                            **({"peaks": peaks} if name == "msgstatus" else {})}
     print(f"drain {key}: {done} in {elapsed:.1f}s = {done / elapsed:.1f}/s", flush=True)
 
 
@@ -186,7 +224,8 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    scenarios = [bench_latency, bench_max_rate, bench_idle, bench_sweep_cost, bench_drain]
+    scenarios = [bench_latency, bench_max_rate, bench_sustained, bench_watcher_cpu, bench_idle, bench_sweep_cost,
+                 bench_drain]
     for scenario in scenarios:
         # Fresh servers for each scenario: one that a system left busy for minutes cannot slow the next.
         rig = Rig()
@@ -197,8 +236,9 @@ def main() -> None:
             print(f"{scenario.__name__} did not complete: {error}", flush=True)
         finally:
             rig.close()
-    png = args.out / "latency.png"
-    text = report(results, plan, png if plot(results, png) else None, args.quick)
+    png, throughput = args.out / "latency.png", args.out / "throughput.png"
+    text = report(results, plan, png if plot(results, png) else None, args.quick,
+                  throughput if plot_throughput(results, throughput) else None)
     (args.out / "results.md").write_text(text)
     print(text)
 

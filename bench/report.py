@@ -38,6 +38,33 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def plot_throughput(results: dict[str, Any], path: Path) -> bool:
+    """Drain throughput against workers, one line per system and backlog size."""
+    drain = results.get("drain", {})
+    if not drain:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, count in sorted({(n, c) for n, c, _ in drain}):
+        points = sorted((w, r["rate"]) for (n, c, w), r in drain.items() if (n, c) == (name, count))
+        ax.plot([w for w, _ in points], [r for _, r in points], marker="o", label=f"{name}, backlog {count:,}")
+    ax.set_xlabel("workers")
+    ax.set_ylabel("messages emitted per second")
+    ax.set_xticks(sorted({w for _, _, w in drain}))
+    ax.set_title("Backlog drain throughput (embedded default, 2 cores)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
 def stamp() -> str:
     """When, which commit, and on what machine: the first words of every results file."""
     try:
@@ -50,7 +77,7 @@ def stamp() -> str:
             f"{memory:.0f} GiB, Python {platform.python_version()}")
 
 
-def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool) -> str:
+def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool, throughput: Path | None = None) -> str:
     out = [
         "# msgstatus vs the polling job it replaces" + (" (quick run)" if quick else ""),
         "",
@@ -79,15 +106,39 @@ def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool) -
                 f"kept up with for {plan.max_rate_seconds:.0f} s, 2 SimpleWorkers, every message emitted "
                 "within 10 s: "
                 + ", ".join(f"{n} {f'{r}/s' if r else 'none of them'}" for n, r in results["max_rate"].items())
-                + "."]
-    out += ["", f"## Backlog drain: {plan.drain_count:,} messages with their logs present at start",
-            "", f"Measured until all were emitted or {plan.drain_cap:.0f} s passed.", "",
-            "| system | workers | kind | emitted | seconds | messages/s | peak RSS watcher / worker |",
-            "|---|---:|---|---:|---:|---:|---|"]
-    for (name, workers, kind), r in results.get("drain", {}).items():
-        peaks = r.get("peaks")
-        rss = f"{peaks['watcher'] / 1024:.0f} / {peaks['worker'] / 1024:.0f} MiB" if peaks else "-"
-        out.append(f"| {name} | {workers} | {kind} | {r['emitted']:,} | {r['seconds']:.1f} | {r['rate']:.1f} | {rss} |")
+                + ".", "", "| system | offered | emitted | p50 ms | p99 ms | max ms |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for (name, rate), r in results.get("rate_runs", {}).items():
+            out.append(f"| {name} | {rate}/s | {r['emitted']}/{r['count']} | {r['p50']:.0f} | {r['p99']:.0f} | "
+                       f"{r['max']:.0f} |")
+    sustained = results.get("sustained")
+    if sustained:
+        out += ["", f"Sustained: {sustained['rate']}/s offered for {sustained['seconds']:.0f} s to msgstatus "
+                f"(watcher, scheduler, 2 SimpleWorkers): {sustained['emitted']}/{sustained['count']} emitted, "
+                f"insert to emit p50 {sustained['p50']:.0f} ms, p99 **{sustained['p99']:.0f} ms**, "
+                f"max {sustained['max']:.0f} ms."]
+    watcher = results.get("watcher_cpu")
+    if watcher:
+        out += ["", f"Watcher: {watcher['offered_per_s']} change events/s offered ({watcher['achieved_per_s']:.0f}/s "
+                f"written), {watcher['events']:,} events cost it {watcher['cpu_s']:.2f} s of CPU: "
+                f"**{watcher['ms_per_event']:.3f} ms per event**."]
+    drain = results.get("drain", {})
+    for count in sorted({c for _, c, _ in drain}):
+        out += ["", f"## Backlog drain: {count:,} messages with their logs present at start", "",
+                f"Measured until all were emitted or {plan.drain_cap:.0f} s passed; SimpleWorkers; both systems "
+                "with the same workers, one after the other, on fresh servers.", "",
+                "| workers | msgstatus messages/s | polling messages/s | ratio | msgstatus emitted / s | "
+                "polling emitted / s |", "|---:|---:|---:|---:|---|---|"]
+        for workers in sorted({w for _, c, w in drain if c == count}):
+            ours, theirs = drain.get(("msgstatus", count, workers)), drain.get(("polling", count, workers))
+            if not ours or not theirs:
+                continue
+            ratio = ours["rate"] / theirs["rate"] if theirs["rate"] else float("inf")
+            out.append(f"| {workers} | {ours['rate']:.1f} | {theirs['rate']:.1f} | {ratio:.1f}x | "
+                       f"{ours['emitted']:,} / {ours['seconds']:.1f} | "
+                       f"{theirs['emitted']:,} / {theirs['seconds']:.1f} |")
+    if throughput:
+        out += ["", f"![drain throughput against workers]({throughput.name})"]
     idle = results.get("idle", {})
     if idle:
         stored = plan.idle_stored

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from bson import ObjectId
 from mongoeco.core.query_plan import (
     AndCondition,
     EqualsCondition,
@@ -90,6 +91,9 @@ class IndexedLookups(MemoryEngine):
                 continue
             if keys == [_MISSING_KEY]:
                 absent.add(field)
+            if field == "_id" and (ids := self._exact_ids(clause)) is not None:
+                yield [ids]
+                continue
             index_map = self._usable_index(indexes, index_data, [field])
             if index_map is None:
                 continue
@@ -106,6 +110,16 @@ class IndexedLookups(MemoryEngine):
             if index_map is not None:
                 missing = (None,) * len(fields)
                 yield [index_map[missing]] if missing in index_map else []
+
+    def _exact_ids(self, clause: Any) -> set[Any] | None:
+        """The storage keys of an ``_id`` equality or ``$in`` of ObjectIds and strings (whose storage key is
+        the id itself; numbers are stored by their exact type, so 1.0 would miss 1)."""
+        values = [clause.value] if isinstance(clause, EqualsCondition) else getattr(clause, "values", None)
+        if not isinstance(clause, EqualsCondition | InCondition) or not values:
+            return None
+        if not all(isinstance(value, ObjectId | str) for value in values):
+            return None
+        return {self._storage_key(value) for value in values}
 
     def _range(self, index_map: Any, clause: Any) -> Buckets:
         """Every bucket but the missing field's and, of the bound's own type, those outside the bound.

@@ -47,19 +47,14 @@ def unclaimed(at: datetime) -> dict[str, Any]:
     return {"$or": [{CLAIM: {"$exists": False}}, {f"{CLAIM}.until": {"$lt": at}}]}
 
 
-def sweepable(at: datetime) -> dict[str, Any]:
-    """Tracked, unclaimed and not held: what a sweep looks at first (the compound index skips held ones)."""
-    return {**TRACKED, HOLD: {"$exists": False}, **unclaimed(at)}
+def sweepable() -> dict[str, Any]:
+    """Tracked and not held: what a sweep looks at first (the compound index skips held ones)."""
+    return {**TRACKED, HOLD: {"$exists": False}}
 
 
 def due(at: datetime) -> dict[str, Any]:
     """Tracked, unclaimed messages whose slow retry has come."""
     return {**TRACKED, f"{HOLD}.until": {"$lte": at}, **unclaimed(at)}
-
-
-def claimed(at: datetime) -> dict[str, Any]:
-    """Tracked messages under a live lease (their job may have died: see ``jobs.leases``)."""
-    return {**TRACKED, f"{CLAIM}.until": {"$gte": at}}
 
 
 def is_delivery(success: Any) -> bool:
@@ -117,6 +112,31 @@ def claim(
         if before is None:
             return LEASED
     return Claim(token, taken_over=CLAIM in before, hold=before.get(HOLD))
+
+
+def claim_many(
+    db: Database, message_ids: list[ObjectId], token: str, ttl: float,  # type: ignore[type-arg]
+) -> dict[ObjectId, dict[str, Any] | None]:
+    """Lease every free tracked message of ``message_ids`` under ``token``, each on its own lease: the ones
+    we got, with their hold as found (two round trips for the lot)."""
+    at = now()
+    lease = {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}
+    db[MESSAGES].update_many({"_id": {"$in": message_ids}, **TRACKED, **unclaimed(at)}, {"$set": lease})
+    ours = db[MESSAGES].find({"_id": {"$in": message_ids}, f"{CLAIM}.token": token}, {HOLD: 1})
+    return {doc["_id"]: doc.get(HOLD) for doc in ours}
+
+
+def release_many(db: Database, message_ids: list[ObjectId], token: str) -> None:  # type: ignore[type-arg]
+    """Give up our leases on these messages."""
+    if message_ids:
+        db[MESSAGES].update_many({"_id": {"$in": message_ids}, f"{CLAIM}.token": token}, {"$unset": {CLAIM: ""}})
+
+
+def tracked_among(db: Database, message_ids: list[ObjectId]) -> list[ObjectId]:  # type: ignore[type-arg]
+    """Those of ``message_ids`` still tracked (undecided)."""
+    if not message_ids:
+        return []
+    return [doc["_id"] for doc in db[MESSAGES].find({"_id": {"$in": message_ids}, **TRACKED}, {"_id": 1})]
 
 
 def ours_or_free(token: str) -> dict[str, Any]:
@@ -177,12 +197,22 @@ def wake(db: Database, at: datetime) -> int:  # type: ignore[type-arg]
 
 def communication_for(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
     """The message's communication log: a successful one if any, else the latest."""
+    return communications_for(db, [message_id]).get(message_id)
+
+
+def communications_for(db: Database, message_ids: list[ObjectId]) -> dict[ObjectId, dict[str, Any]]:  # type: ignore[type-arg]
+    """Each message's communication log (a successful one if any, else the latest), in one query."""
     # Some writers store the id as its 24-hex string.
-    logs = list(db[COMMUNICATIONS].find({"conv_message_id": {"$in": [message_id, str(message_id)]}}))
-    if not logs:
-        return None
-    successful = [log for log in logs if is_delivery(log.get("success"))]
-    return max(successful or logs, key=lambda log: log["_id"])
+    keys: list[Any] = [*message_ids, *map(str, message_ids)]
+    found: dict[ObjectId, list[dict[str, Any]]] = {}
+    for log in db[COMMUNICATIONS].find({"conv_message_id": {"$in": keys}}):
+        named = log["conv_message_id"]
+        found.setdefault(named if isinstance(named, ObjectId) else ObjectId(named), []).append(log)
+    chosen = {}
+    for oid, logs in found.items():
+        successful = [log for log in logs if is_delivery(log.get("success"))]
+        chosen[oid] = max(successful or logs, key=lambda log: log["_id"])
+    return chosen
 
 
 def decide(
@@ -246,4 +276,3 @@ def ensure_indexes(db: Database) -> None:  # type: ignore[type-arg]
     # Undecided and not held: held messages cost a sweep nothing, however many there are.
     db[MESSAGES].create_index([("delivered", 1), (HOLD, 1)])
     db[MESSAGES].create_index(f"{HOLD}.until")
-    db[MESSAGES].create_index(f"{CLAIM}.until")

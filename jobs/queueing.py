@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from redis import Redis
@@ -18,7 +22,19 @@ from jobs import retries
 log = logging.getLogger(__name__)
 
 JOB_FUNCTION = "jobs.status.check_message_status"
-"""The status job, by name: RQ imports it in the worker."""
+"""The status job of one message, by name: RQ imports it in the worker."""
+
+BATCH_FUNCTION = "jobs.batch.check_messages"
+"""The status job of messages that arrived together."""
+
+BATCH_SIZE = 50
+"""Messages one batch job decides at most."""
+
+MARK_PREFIX = "msgstatus:batched:"
+"""Per message: the id of the batch job it waits in, so that it never waits twice."""
+
+MARK_TTL = 3600
+"""Seconds a batch mark lives at most (a batch job starts long before; a lost one is seen as stale)."""
 
 FINAL = "msgstatus_final"
 """Job meta flag: the job itself concluded that it failed (as opposed to dying with its worker)."""
@@ -39,6 +55,10 @@ Outcome = Literal["enqueued", "waiting", "follow-up", "failed"]
 def job_id(message_id: str) -> str:
     """The job id of a message's status job (RQ allows letters, digits, _ and -)."""
     return f"status-{message_id}"
+
+
+def mark(message_id: str) -> str:
+    return f"{MARK_PREFIX}{message_id}"
 
 
 def status_queue(redis: Redis) -> Queue:
@@ -91,6 +111,72 @@ class Enqueuer:
             return "follow-up"
         except DuplicateJobError:
             return "waiting"
+
+    def enqueue_many(self, message_ids: Sequence[str]) -> Counter[str]:
+        """Queue the messages, arrived together, in batch jobs of up to BATCH_SIZE; what happened to each.
+
+        A message that has a job of its own (a retry, a failure, a run) or is alone goes through
+        ``enqueue``; one already marked in a waiting batch job is "waiting".
+        """
+        outcomes: Counter[str] = Counter()
+        ids = list(dict.fromkeys(message_ids))
+        if len(ids) < 2:
+            outcomes.update(self.enqueue(mid) for mid in ids)
+            return outcomes
+        connection = self.queue.connection
+        with connection.pipeline(transaction=False) as pipe:
+            for mid in ids:
+                pipe.exists(Job.key_for(job_id(mid)))
+            for mid in ids:
+                pipe.get(mark(mid))
+            found = pipe.execute()
+        own, marks = found[: len(ids)], found[len(ids):]
+        outcomes.update(self.enqueue(mid) for mid, has_job in zip(ids, own, strict=True) if has_job)
+        free = [(mid, m) for mid, has_job, m in zip(ids, own, marks, strict=True) if not has_job]
+        waiting = self._waiting_batches({m for _, m in free if m})
+        if marked := sum(1 for _, m in free if m in waiting):
+            outcomes["waiting"] += marked
+        batchable = [mid for mid, m in free if m not in waiting]
+        for start in range(0, len(batchable), BATCH_SIZE):
+            chunk = batchable[start:start + BATCH_SIZE]
+            if len(chunk) == 1:
+                outcomes[self.enqueue(chunk[0])] += 1
+                continue
+            outcomes["enqueued"] += self._enqueue_batch(chunk)
+        return outcomes
+
+    def _waiting_batches(self, batch_ids: set[bytes]) -> set[bytes]:
+        """Those batch jobs that still wait in the queue (a mark naming any other is stale)."""
+        if not batch_ids:
+            return set()
+        ordered = list(batch_ids)
+        with self.queue.connection.pipeline(transaction=False) as pipe:
+            for bid in ordered:
+                pipe.hget(Job.key_for(bid.decode()), "status")
+            statuses = pipe.execute()
+        return {bid for bid, status in zip(ordered, statuses, strict=True) if status == b"queued"}
+
+    def _enqueue_batch(self, message_ids: list[str]) -> int:
+        bid = f"batch-{uuid.uuid4().hex}"
+        with self.queue.connection.pipeline(transaction=False) as pipe:
+            for mid in message_ids:
+                pipe.set(mark(mid), bid, ex=MARK_TTL)
+            pipe.execute()
+        self.queue.enqueue(
+            BATCH_FUNCTION, message_ids, job_id=bid, result_ttl=0, failure_ttl=FAILURE_TTL,
+            description=f"delivery status of {len(message_ids)} messages",
+        )
+        return len(message_ids)
+
+    def schedule_retry(self, message_id: str, attempts_made: int, delay: int) -> None:
+        """Give a message its own job, to run in ``delay`` seconds as attempt ``attempts_made + 1``."""
+        job = self.queue.create_job(
+            JOB_FUNCTION, args=(message_id,), job_id=job_id(message_id), result_ttl=0, failure_ttl=FAILURE_TTL,
+            description=f"delivery status of message {message_id}",
+        )
+        job.number_of_retries = attempts_made
+        with contextlib.suppress(DuplicateJobError):  # it has a job of its own already, which will run
+            self.queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay), unique=True)
 
     def _enqueue(self, message_id: str, jid: str) -> None:
         self.queue.enqueue(

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import tenacity
 from bson import ObjectId
@@ -123,12 +123,18 @@ def _decide_and_emit(oid: ObjectId, lease: messages.Claim) -> Outcome:
         # The provider's callback has not arrived; its insert brings the message back.
         messages.release(res.db, oid, lease.token)
         return "waiting"
+    return decide_and_emit(oid, lease.token, communication)
+
+
+def decide_and_emit(oid: ObjectId, token: str, communication: dict[str, Any]) -> Outcome:
+    """Under our claim: write the decision and emit it before the commit, in one transaction of its own."""
+    res = context.resources()
     account_id = communication.get("account_id")
     if account_id is None:
         raise BadMessage(f"communication {communication['_id']} for message {oid} has no account_id")
     socket = res.settings.require_socket()
     with res.client.start_session() as session, session.start_transaction():
-        updated = messages.decide(res.db, oid, lease.token, communication, session)
+        updated = messages.decide(res.db, oid, token, communication, session)
         if updated is None:
             session.abort_transaction()
             return "skipped"  # our lease ran out and another worker took the message
@@ -141,11 +147,14 @@ def _decide_and_emit(oid: ObjectId, lease: messages.Claim) -> Outcome:
 
 
 def _release(oid: ObjectId, lease: messages.Claim | None) -> None:
+    if lease is not None:
+        release_quietly(oid, lease.token)
+
+
+def release_quietly(oid: ObjectId, token: str) -> None:
     """Give the claim back if we can; if the database is away its job's end frees it (``jobs.leases``)."""
-    if lease is None:
-        return
     try:
-        messages.release(context.resources().db, oid, lease.token)
+        messages.release(context.resources().db, oid, token)
     except PyMongoError as error:
         log.warning("message %s: could not release its claim (%s); it is freed as its job ends", oid, error)
 
@@ -154,19 +163,29 @@ def _later(
     message_id: str, oid: ObjectId, token: str, lease: messages.Claim | None, error: Exception
 ) -> Outcome | Retry:
     """After a failure from outside the message: a fast retry, or the message waits for its slow retry."""
-    res = context.resources()
     job = get_current_job()
     attempt = (job.number_of_retries or 0) + 1 if job else 1
+    delay = after_outside_failure(message_id, oid, token, lease is not None and lease.slow_retry, attempt, error)
+    if delay is None:
+        return "held"
+    return Retry(max=context.resources().settings.fast_attempts, interval=delay)
+
+
+def after_outside_failure(
+    message_id: str, oid: ObjectId, token: str, slow: bool, attempt: int, error: Exception
+) -> int | None:
+    """Seconds until the fast retry of attempt ``attempt + 1``, or None: the message now waits for its slow
+    retry (after a slow retry failed, or the last fast attempt). Our claim is already released."""
+    res = context.resources()
     wakeup.failed(res.redis)
     reason = f"{type(error).__name__}: {error}"
     if not isinstance(error, EXPECTED):
-        log.exception("message %s: unexpected error; retried like an outage", message_id)
-    slow = lease is not None and lease.slow_retry
+        log.error("message %s: unexpected error; retried like an outage", message_id, exc_info=error)
     if not slow and attempt < res.settings.fast_attempts:
         counters.incr(res.redis, "jobs_retried")
         delay = retry_delay(attempt)
         log.warning("message %s: attempt %d failed (%s), retrying in %ds", message_id, attempt, reason, delay)
-        return Retry(max=res.settings.fast_attempts, interval=delay)
+        return delay
     until = messages.now() + timedelta(seconds=res.settings.slow_retry)
     # If the database is away this raises: the job fails without a verdict and the next
     # event or sweep after the database is back runs it again.
@@ -174,7 +193,7 @@ def _later(
     counters.incr(res.redis, "jobs_held")
     log.warning("message %s: %s failed (%s); next try in %ds, or as soon as an emit succeeds",
                 message_id, "slow retry" if slow else f"all {attempt} attempts", reason, res.settings.slow_retry)
-    return "held"
+    return None
 
 
 def _final() -> None:

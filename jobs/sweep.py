@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
@@ -18,7 +18,7 @@ from rq.exceptions import DuplicateJobError
 from core import counters
 from core.defaults import SWEEP_BATCH, SWEEP_QUEUE
 from jobs import context, leases, messages
-from jobs.queueing import Enqueuer, status_queue
+from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,9 @@ PAGE = 200
 """Candidates checked for a communication log in one query."""
 
 MORE_JOB_ID = "msgstatus-sweep-more"
+
+WAITING_JOBS = SWEEP_BATCH // BATCH_SIZE
+"""Status jobs waiting in the queue from which a sweep defers: about a sweep's worth of messages in batches."""
 
 
 @dataclass
@@ -50,20 +53,22 @@ class SweepResult:
 def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type: ignore[type-arg]
     """Enqueue up to ``batch`` tracked, unclaimed messages that have a communication log, newest first.
 
-    Looks at three index-backed sets, so that its cost follows what is due, not
-    what is stored or what failed: undecided messages neither claimed nor held,
-    held messages whose slow retry has come, and claimed messages whose job died
-    (``jobs.leases``). Idempotent: two sweeps at once enqueue under the same job
+    Looks at two index-backed sets, so that its cost follows what is due, not
+    what is stored or what failed: undecided messages not held (those unclaimed,
+    or whose claim ran out or whose job died, ``jobs.leases``), and held messages
+    whose slow retry has come. Idempotent: two sweeps at once enqueue under the same job
     ids, and the claim makes any second run of a job harmless.
     """
     started = time.monotonic()
     result = SweepResult()
     at = messages.now()
     collection = db[messages.MESSAGES]
-    fresh = collection.find(messages.sweepable(at), {"_id": 1}).sort("created", -1)
+    found = list(collection.find(messages.sweepable(), {"_id": 1, "created": 1, f"{messages.CLAIM}": 1}))
+    # Newest first, sorted here: the embedded server sorts 10,000 candidates four times slower than it finds them.
+    fresh = sorted(_free_or_dead(found, enqueuer.queue.connection, at), key=_newest_first)
     due = collection.find(messages.due(at), {"_id": 1})
     page: list[Any] = []
-    for message in itertools.chain(fresh, due, _dead_claims(db, enqueuer.queue.connection, at)):
+    for message in itertools.chain(fresh, due):
         page.append(message["_id"])
         if len(page) == PAGE:
             if _enqueue_page(db, enqueuer, page, result, batch):
@@ -83,26 +88,38 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type:
     return result
 
 
-def _dead_claims(db: Database, connection: Any, at: Any) -> list[dict[str, Any]]:  # type: ignore[type-arg]
-    """Messages under a lease whose job no longer runs (its worker was killed)."""
-    claimed = list(db[messages.MESSAGES].find(messages.claimed(at), {f"{messages.CLAIM}.token": 1}))
-    tokens = {doc["_id"]: doc[messages.CLAIM]["token"] for doc in claimed if doc.get(messages.CLAIM)}
-    living = leases.alive(connection, tokens.values())
-    return [{"_id": oid} for oid, token in tokens.items() if not living[token]]
+def _newest_first(message: dict[str, Any]) -> tuple[bool, float]:
+    created = message.get("created")
+    if not isinstance(created, datetime):
+        return True, 0.0  # no date: after every dated one
+    return False, -(created.replace(tzinfo=UTC) if created.tzinfo is None else created).timestamp()
+
+
+def _free_or_dead(found: list[dict[str, Any]], connection: Any, at: datetime) -> list[dict[str, Any]]:
+    """The messages not claimed, or whose claim ran out or whose job no longer runs (``jobs.leases``)."""
+    free: list[dict[str, Any]] = []
+    claimed: dict[str, list[dict[str, Any]]] = {}  # a batch job's messages share its token
+    for message in found:
+        claim = message.get(messages.CLAIM)
+        until = claim.get("until") if isinstance(claim, dict) else None
+        if isinstance(until, datetime) and (until if until.tzinfo else until.replace(tzinfo=UTC)) >= at:
+            claimed.setdefault(str(claim["token"]), []).append(message)  # type: ignore[index]
+        else:
+            free.append(message)
+    living = leases.alive(connection, claimed)
+    return free + [message for token, held in claimed.items() if not living[token] for message in held]
 
 
 def _enqueue_page(db: Database, enqueuer: Enqueuer, page: list[Any], result: SweepResult, batch: int) -> bool:  # type: ignore[type-arg]
-    """Enqueue the page's messages that have a log; True once ``batch`` are enqueued."""
+    """Enqueue the page's messages that have a log, together; True once ``batch`` are enqueued."""
     result.examined += len(page)
     named = messages.with_communication(db, page) if page else set()
-    for oid in page:  # newest first, as found
-        if oid not in named:
-            continue
-        result.with_log += 1
-        result.outcomes[enqueuer.enqueue(str(oid))] += 1
-        if result.enqueued >= batch:
-            result.full = True
-            return True
+    chosen = [str(oid) for oid in page if oid in named][: max(0, batch - result.enqueued)]
+    result.with_log += len(chosen)
+    result.outcomes.update(enqueuer.enqueue_many(chosen))
+    if result.enqueued >= batch:
+        result.full = True
+        return True
     return False
 
 
@@ -118,14 +135,14 @@ def run_sweep() -> dict[str, Any]:
     res = context.resources()
     queue = status_queue(res.redis)
     waiting = queue.count
-    if waiting >= SWEEP_BATCH:
+    if waiting >= WAITING_JOBS:
         counters.incr(res.redis, "sweeps_deferred")
         _sweep_again(res.redis, later=True)
         log.debug("sweep deferred: %d status jobs already waiting", waiting)
         return {"deferred": True, "waiting": waiting}
     result = sweep(res.db, Enqueuer(queue), SWEEP_BATCH)
     if result.full:
-        _sweep_again(res.redis, later=queue.count >= SWEEP_BATCH)
+        _sweep_again(res.redis, later=queue.count >= WAITING_JOBS)
     return result.as_dict()
 
 

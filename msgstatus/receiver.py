@@ -41,6 +41,8 @@ class Behaviour:
     status: int = 200
     delay: float = 0.0
     fail_next: list[int] = field(default_factory=list)
+    by_message: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Per message id: the status and delay of its next emit (then it is forgotten)."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -85,9 +87,16 @@ class SocketReceiver:
         with self._lock:
             return [e for e in self.emits if e.message_id == message_id]
 
-    def _answer(self) -> tuple[int, float]:
+    def _answer(self, raw: bytes) -> tuple[int, float]:
         with self._lock:
             self.requests += 1
+            if self.behaviour.by_message:
+                try:
+                    message_id = str(json.loads(raw)["data"]["_id"])
+                except (ValueError, KeyError, TypeError):
+                    message_id = ""
+                if message_id in self.behaviour.by_message:
+                    return self.behaviour.by_message.pop(message_id)
             if self.behaviour.fail_next:
                 return self.behaviour.fail_next.pop(0), 0.0
             return self.behaviour.status, self.behaviour.delay
@@ -112,7 +121,7 @@ class SocketReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 raw = self.rfile.read(length)
-                status, delay = receiver._answer()
+                status, delay = receiver._answer(raw)
                 if delay:
                     receiver._stopped.wait(delay)
                 if status == 200 and self.path == "/emit":

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import redis
 from bson import ObjectId
+from rq.job import Job
 
 from embedded.processes import free_port, msgstatus_argv, wait_for_port
 from tests import factories
@@ -120,7 +121,9 @@ def test_the_manual_trigger_with_qm_hooks_runs_a_sweep_and_says_what_it_enqueued
     assert response.status_code == 200
     assert response.json()["sweep"]["enqueued"] == 3
     r = redis.Redis.from_url(service.redis_url)
-    assert r.llen("rq:queue:support_message_status_queue") == 3
+    waiting = r.lrange("rq:queue:support_message_status_queue", 0, -1)
+    assert len(waiting) == 1  # arrived together: one batch job for the three
+    assert sorted(Job.fetch(waiting[0].decode(), connection=r).args[0]) == sorted(str(m) for m in mids)
     r.close()
 
 

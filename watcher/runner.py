@@ -20,7 +20,7 @@ from rq.exceptions import DuplicateJobError
 from core import counters
 from core.defaults import SWEEP_QUEUE
 from core.settings import Settings
-from jobs.queueing import Enqueuer, status_queue
+from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
 from jobs.sweep import run_sweep
 from watcher.lock import LeaderLock
 from watcher.stream import STREAMS, BadEvent, StreamSpec, has_no_change_streams, is_history_lost
@@ -223,7 +223,11 @@ class Watcher:
                 change = stream.try_next()
                 backoff.reset()
                 if change is not None:
-                    self._handle(spec, change)
+                    changes = [change]
+                    # What the last getMore brought is already here: taken together, enqueued in batches.
+                    while len(changes) < BATCH_SIZE and _buffered(stream) and (more := stream.try_next()):
+                        changes.append(more)
+                    self._handle(spec, changes)
                 token = stream.resume_token
                 stale = time.monotonic() - saved_at > TOKEN_REFRESH
                 if token is not None and (token != saved or stale):
@@ -233,16 +237,17 @@ class Watcher:
                     saved, saved_at = token, time.monotonic()
                     self.tokens.save(spec.name, token, time.time() if change is not None else None)
 
-    def _handle(self, spec: StreamSpec, change: dict[str, Any]) -> None:
-        counters.incr(self.redis, f"change_events_{spec.name}")
-        try:
-            message_id = spec.message_id(change)
-        except (BadEvent, KeyError, TypeError) as error:
-            counters.incr(self.redis, "bad_events")
-            log.warning("stream %s: skipped an event: %s", spec.name, error)
-            return
-        outcome = self.enqueuer.enqueue(message_id)
-        log.debug("stream %s: message %s %s", spec.name, message_id, outcome)
+    def _handle(self, spec: StreamSpec, changes: list[dict[str, Any]]) -> None:
+        counters.incr(self.redis, f"change_events_{spec.name}", len(changes))
+        ids = []
+        for change in changes:
+            try:
+                ids.append(spec.message_id(change))
+            except (BadEvent, KeyError, TypeError) as error:
+                counters.incr(self.redis, "bad_events")
+                log.warning("stream %s: skipped an event: %s", spec.name, error)
+        outcomes = self.enqueuer.enqueue_many(ids)
+        log.debug("stream %s: %d events: %s", spec.name, len(changes), dict(outcomes))
 
     def _recover_history_lost(self, spec: StreamSpec, error: OperationFailure) -> None:
         counters.incr(self.redis, "history_lost_recoveries")
@@ -276,6 +281,11 @@ class Watcher:
         counters.incr(self.redis, "stream_reconnects")
         log.warning("stream %s: %s: %s; reconnecting in %.1fs", spec.name, type(error).__name__, error, delay)
         self._pause(delay, term)
+
+
+def _buffered(stream: Any) -> bool:
+    """Whether the stream holds events already received (pymongo's cursor buffer; False if unknown)."""
+    return bool(getattr(getattr(stream, "_cursor", None), "_data", None))
 
 
 def run_watcher(settings: Settings) -> None:
