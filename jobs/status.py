@@ -25,6 +25,7 @@ from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from rq import Retry, get_current_job
+from rq.timeouts import JobTimeoutException
 
 from core import counters
 from jobs import context, leases, messages, wakeup
@@ -35,7 +36,7 @@ from jobs.retries import retry_delay
 
 log = logging.getLogger(__name__)
 
-EXPECTED = (RetryableError, PyMongoError, RedisError, OSError)
+EXPECTED = (RetryableError, PyMongoError, RedisError, OSError, JobTimeoutException)
 """Failures expected from outside the message; any other is logged with its traceback too."""
 
 Outcome = Literal["delivered", "undelivered", "waiting", "skipped", "held"]
@@ -83,7 +84,7 @@ def check_message_status(message_id: str) -> Outcome | Retry:
     except Exception as error:  # outside the message: the socket service, the database, Redis, a bug
         _release(oid, lease)
         return _later(message_id, oid, token, lease, error)
-    except BaseException:  # a timeout or shutdown stops the job from outside: it is run again later
+    except BaseException:  # a shutdown stops the job from outside (an RQ timeout is an Exception, above)
         _release(oid, lease)
         raise
     finally:

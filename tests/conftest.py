@@ -15,8 +15,10 @@ import pymongo
 import pytest
 import redis
 from pymongo.database import Database
+from rq import Queue
 
 from embedded.processes import free_port, kill_tree, msgstatus_argv, start_server, stop
+from jobs.queueing import status_queue
 from msgstatus.receiver import SocketReceiver
 
 HOST = "127.0.0.1"
@@ -185,3 +187,17 @@ def service(mongo_server: Server, redis_url: str, db_name: str, receiver: Socket
     svc = Service(env, mongo_url, redis_url, db_name)
     yield svc
     svc.stop_all()
+
+
+@pytest.fixture
+def db(service: Service, client: pymongo.MongoClient) -> Database:
+    """The test's database, through the test's client."""
+    return client[service.database]
+
+
+@pytest.fixture
+def queue(service: Service) -> Iterator[Queue]:
+    """The status queue on the test's Redis."""
+    r = redis.Redis.from_url(service.redis_url)
+    yield status_queue(r)
+    r.close()

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
-import redis
 from rq.job import Job
 
 from core import counters
-from jobs.queueing import Enqueuer, job_id, mark, status_queue
+from jobs.queueing import Enqueuer, job_id, mark
 from tests import factories
 from tests.waiting import wait_until
-
-
-@pytest.fixture
-def db(service, client):
-    return client[service.database]
-
-
-@pytest.fixture
-def queue(service):
-    r = redis.Redis.from_url(service.redis_url)
-    yield status_queue(r)
-    r.close()
 
 
 def pairs(db, count: int, **comm) -> list:

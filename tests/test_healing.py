@@ -14,22 +14,10 @@ from rq.job import Job
 from core import counters
 from jobs import messages
 from jobs.messages import CLAIM, HOLD
-from jobs.queueing import FINAL, JOB_FUNCTION, Enqueuer, job_id, status_queue
+from jobs.queueing import FINAL, JOB_FUNCTION, Enqueuer, job_id
 from tests import factories
 from tests.relay import Relay
 from tests.waiting import wait_until
-
-
-@pytest.fixture
-def db(service, client):
-    return client[service.database]
-
-
-@pytest.fixture
-def queue(service):
-    r = redis.Redis.from_url(service.redis_url)
-    yield status_queue(r)
-    r.close()
 
 
 def decided(db, message_id):

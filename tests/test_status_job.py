@@ -7,29 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pymongo
 import pytest
-import redis
 from bson import ObjectId
 from rq import Queue
 from rq.job import Job
 
 from core.defaults import QUEUE
 from jobs.messages import CLAIM, HOLD
-from jobs.queueing import Enqueuer, job_id, status_queue
+from jobs.queueing import Enqueuer, job_id
 from tests import factories
 from tests.conftest import SECRET
 from tests.waiting import wait_until
-
-
-@pytest.fixture
-def db(service, client):
-    return client[service.database]
-
-
-@pytest.fixture
-def queue(service):
-    r = redis.Redis.from_url(service.redis_url)
-    yield status_queue(r)
-    r.close()
 
 
 def enqueue(queue: Queue, message_id: ObjectId) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pymongo
 import redis
+from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 from rq import Queue
 from rq.exceptions import DuplicateJobError
@@ -20,6 +21,7 @@ from rq.exceptions import DuplicateJobError
 from core import counters
 from core.defaults import SWEEP_QUEUE
 from core.settings import Settings
+from jobs import messages
 from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
 from jobs.sweep import run_sweep
 from watcher.lock import LeaderLock
@@ -246,6 +248,11 @@ class Watcher:
             except (BadEvent, KeyError, TypeError) as error:
                 counters.incr(self.redis, "bad_events")
                 log.warning("stream %s: skipped an event: %s", spec.name, error)
+        if spec.only_with_log and ids:
+            oids = [ObjectId(mid) for mid in ids if ObjectId.is_valid(mid)]
+            named = {str(oid) for oid in messages.with_communication(self.db, oids)}
+            counters.incr(self.redis, "message_events_before_their_log", len(oids) - len(named))
+            ids = [mid for mid in ids if mid in named or not ObjectId.is_valid(mid)]  # the job names a bad id
         outcomes = self.enqueuer.enqueue_many(ids)
         log.debug("stream %s: %d events: %s", spec.name, len(changes), dict(outcomes))
 

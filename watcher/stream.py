@@ -47,6 +47,8 @@ class StreamSpec:
     collection: str
     pipeline: list[dict[str, Any]]
     message_id: Callable[[dict[str, Any]], str]
+    only_with_log: bool = False
+    """Enqueue only messages that already have a log: without one, the log's own insert event brings them."""
 
 
 STREAMS = (
@@ -62,6 +64,9 @@ STREAMS = (
             {"$project": {"documentKey": 1}},
         ],
         message_id=message_id_of_message,
+        # The usual message has no log yet: a job now would claim, look, release and leave. A log written
+        # before the check below is found by it; one written after has its own event, once the message exists.
+        only_with_log=True,
     ),
     StreamSpec(
         name="communications",
