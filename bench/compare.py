@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -154,10 +154,13 @@ def _drain_once(rig: Rig, plan: Plan, results: dict[str, Any], name: str, count:
     finally:
         system.stop()
     done = len(rig.receiver.emits)
+    times = sorted(e.received for e in rig.receiver.emits)
+    # Once draining: from the first emit to the last, what start-up (a second or so of imports) leaves out.
+    steady = (done - 1) / (times[-1] - times[0]) if done > 1 and times[-1] > times[0] else float("nan")
     key = (name, count, workers)
     results.setdefault("drain", {})[key] = {"emitted": done, "seconds": elapsed, "rate": done / elapsed,
-                                            **({"peaks": peaks} if name == "msgstatus" else {})}
-    print(f"drain {key}: {done} in {elapsed:.1f}s = {done / elapsed:.1f}/s", flush=True)
+                                            "steady": steady, **({"peaks": peaks} if name == "msgstatus" else {})}
+    print(f"drain {key}: {done} in {elapsed:.1f}s = {done / elapsed:.1f}/s, {steady:.1f}/s once draining", flush=True)
 
 
 def bench_idle(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
@@ -220,12 +223,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small version, under a minute")
     parser.add_argument("--out", type=Path, default=HERE, help="directory for results.md and latency.png")
+    parser.add_argument("--drain-only", type=int, nargs="*", metavar="BACKLOG",
+                        help="only the drain scenario, for these backlog sizes")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
+    if args.drain_only:
+        plan = replace(plan, drain_counts=tuple(args.drain_only))
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     scenarios = [bench_latency, bench_max_rate, bench_sustained, bench_watcher_cpu, bench_idle, bench_sweep_cost,
                  bench_drain]
+    if args.drain_only:
+        scenarios = [bench_drain]
     for scenario in scenarios:
         # Fresh servers for each scenario: one that a system left busy for minutes cannot slow the next.
         rig = Rig()

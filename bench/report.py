@@ -125,16 +125,19 @@ def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool, t
     drain = results.get("drain", {})
     for count in sorted({c for _, c, _ in drain}):
         out += ["", f"## Backlog drain: {count:,} messages with their logs present at start", "",
-                f"Measured until all were emitted or {plan.drain_cap:.0f} s passed; SimpleWorkers; both systems "
-                "with the same workers, one after the other, on fresh servers.", "",
-                "| workers | msgstatus messages/s | polling messages/s | ratio | msgstatus emitted / s | "
-                "polling emitted / s |", "|---:|---:|---:|---:|---|---|"]
+                f"Measured from the systems' start until all were emitted or {plan.drain_cap:.0f} s passed "
+                "(start-up included), and once draining (first emit to last); SimpleWorkers; both systems with the "
+                "same workers, one after the other, on fresh servers.", "",
+                "| workers | msgstatus messages/s | polling messages/s | ratio | once draining: msgstatus / polling "
+                "| msgstatus emitted / s | polling emitted / s |", "|---:|---:|---:|---:|---|---|---|"]
         for workers in sorted({w for _, c, w in drain if c == count}):
             ours, theirs = drain.get(("msgstatus", count, workers)), drain.get(("polling", count, workers))
             if not ours or not theirs:
                 continue
             ratio = ours["rate"] / theirs["rate"] if theirs["rate"] else float("inf")
-            out.append(f"| {workers} | {ours['rate']:.1f} | {theirs['rate']:.1f} | {ratio:.1f}x | "
+            steady = (f"{ours['steady']:.0f} / {theirs['steady']:.0f} ({ours['steady'] / theirs['steady']:.1f}x)"
+                      if ours.get("steady") and theirs.get("steady") else "-")
+            out.append(f"| {workers} | {ours['rate']:.1f} | {theirs['rate']:.1f} | {ratio:.1f}x | {steady} | "
                        f"{ours['emitted']:,} / {ours['seconds']:.1f} | "
                        f"{theirs['emitted']:,} / {theirs['seconds']:.1f} |")
     if throughput:

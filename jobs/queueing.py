@@ -92,6 +92,8 @@ class Enqueuer:
                             message_id, OVERDUE_RETRY)
                 return "enqueued"
             return "waiting"
+        if job is not None and status == JobStatus.QUEUED and self._abandoned_in_queue(job):
+            return "enqueued" if retries.requeue_lost(self.queue.connection, job.id) else "waiting"
         if status in (JobStatus.QUEUED, JobStatus.DEFERRED):
             return "waiting"
         if job is not None and status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
@@ -146,15 +148,18 @@ class Enqueuer:
         return outcomes
 
     def _waiting_batches(self, batch_ids: set[bytes]) -> set[bytes]:
-        """Those batch jobs that still wait in the queue (a mark naming any other is stale)."""
+        """Those batch jobs that still wait in the queue (a mark naming any other is stale, and so is one
+        naming a job a dying worker took off the queue)."""
         if not batch_ids:
             return set()
         ordered = list(batch_ids)
         with self.queue.connection.pipeline(transaction=False) as pipe:
             for bid in ordered:
                 pipe.hget(Job.key_for(bid.decode()), "status")
-            statuses = pipe.execute()
-        return {bid for bid, status in zip(ordered, statuses, strict=True) if status == b"queued"}
+                pipe.lpos(self.queue.key, bid.decode())
+            found = pipe.execute()
+        return {bid for bid, status, place in zip(ordered, found[::2], found[1::2], strict=True)
+                if status == b"queued" and place is not None}
 
     def _enqueue_batch(self, message_ids: list[str]) -> int:
         bid = f"batch-{uuid.uuid4().hex}"
@@ -197,6 +202,15 @@ class Enqueuer:
         except NoSuchJobError:
             return True
         return (datetime.now(UTC) - due).total_seconds() > OVERDUE_RETRY
+
+    @staticmethod
+    def _abandoned_in_queue(job: Job) -> bool:
+        """Queued long enough ago that it should have started, if it is no longer in its queue."""
+        queued = job.enqueued_at
+        if queued is None:
+            return False
+        at = queued if queued.tzinfo else queued.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - at).total_seconds() > OVERDUE_RETRY
 
     def _fetch(self, jid: str) -> Job | None:
         try:

@@ -4,7 +4,8 @@ A job that returns an RQ ``Retry`` waits in its queue's scheduled registry.
 ``move`` takes it out of the registry and enqueues it in one Redis transaction
 (MULTI/EXEC, watching the job): a connection lost half-way applies nothing, and
 two movers racing enqueue it once. A job whose hash says SCHEDULED while no
-registry holds it (an older msgstatus lost its connection mid-move) is moved too.
+registry holds it (an older msgstatus lost its connection mid-move) is moved too, and
+``requeue_lost`` puts back a QUEUED job that a dying worker took off its queue.
 ``msgstatus schedule`` moves due retries every second; a successful emit after an
 outage moves them all (``jobs.wakeup``); an event or sweep finding a retry long
 overdue moves it (``jobs.queueing``). Nothing else moves retries.
@@ -34,6 +35,29 @@ def retry_delay(attempt: int) -> int:
     state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
     state.attempt_number = attempt
     return round(_BACKOFF(state))
+
+
+def requeue_lost(connection: Redis, job_id: str) -> bool:
+    """Put back a QUEUED job that waits in no queue: a worker took it off (RQ moves it to an intermediate
+    list first) and died before starting it. False if it is waiting, started or gone meanwhile."""
+    job_key = Job.key_for(job_id)
+    with connection.pipeline() as pipe:
+        try:
+            pipe.watch(job_key)
+            status, origin = pipe.hmget(job_key, "status", "origin")
+            if origin is None or status not in (JobStatus.QUEUED.value, JobStatus.QUEUED.value.encode()):
+                return False
+            queue = Queue(origin.decode() if isinstance(origin, bytes) else origin, connection=connection)
+            if pipe.lpos(queue.key, job_id) is not None or job_id in queue.started_job_registry:
+                return False
+            pipe.multi()
+            pipe.lrem(queue.intermediate_queue_key, 0, job_id)
+            pipe.rpush(queue.key, job_id)
+            pipe.execute()
+        except WatchError:
+            return False
+    log.warning("job %s was QUEUED in no queue (its worker died taking it); queued again", job_id)
+    return True
 
 
 def move(connection: Redis, job_id: str) -> bool:

@@ -341,3 +341,23 @@ def test_status_shows_how_many_wait_for_slow_retries_and_since_when(service, db,
     stale = service.run("status", "--json", "--max-slow-retry-age", "0")
     assert stale.returncode == 1 and "wait for slow retries" in " ".join(json.loads(stale.stdout)["problems"])
 
+
+
+def test_a_job_a_dying_worker_took_off_the_queue_is_queued_again_by_the_next_event_or_sweep(service, db, queue):
+    # Given a message whose job a worker took off the queue (into RQ's intermediate list) and then died
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    enqueuer = Enqueuer(queue)
+    enqueuer.enqueue(str(mid))
+    queue.connection.lmove(queue.key, queue.intermediate_queue_key)
+    assert queue.count == 0
+    # When an event or a sweep asks for it while it is recent, it is left alone (a live worker may be starting it)
+    assert enqueuer.enqueue(str(mid)) == "waiting"
+    # and once it is older than the grace, it goes back on the queue, once
+    job = Job.fetch(job_id(str(mid)), connection=queue.connection)
+    job.enqueued_at = datetime.now(UTC) - timedelta(seconds=60)
+    job.save()
+    assert enqueuer.enqueue(str(mid)) == "enqueued"
+    assert queue.get_job_ids() == [job_id(str(mid))]
+    assert queue.connection.llen(queue.intermediate_queue_key) == 0
+    assert enqueuer.enqueue(str(mid)) == "waiting"
