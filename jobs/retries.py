@@ -48,10 +48,17 @@ def requeue_lost(connection: Redis, job_id: str) -> bool:
             if origin is None or status not in (JobStatus.QUEUED.value, JobStatus.QUEUED.value.encode()):
                 return False
             queue = Queue(origin.decode() if isinstance(origin, bytes) else origin, connection=connection)
-            if pipe.lpos(queue.key, job_id) is not None or job_id in queue.started_job_registry:
+            if pipe.lpos(queue.key, job_id) is not None:
                 return False
+            # The dying worker may have registered an execution before it fell: that entry is stale
+            # (a started job says STARTED), and would later fail the job for being abandoned.
+            started = queue.started_job_registry.key
+            members = [m.decode() if isinstance(m, bytes) else str(m) for m in pipe.zrange(started, 0, -1)]
+            stale = [m for m in members if m.split(":", 1)[0] == job_id]
             pipe.multi()
             pipe.lrem(queue.intermediate_queue_key, 0, job_id)
+            if stale:
+                pipe.zrem(started, *stale)
             pipe.rpush(queue.key, job_id)
             pipe.execute()
         except WatchError:

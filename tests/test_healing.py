@@ -350,6 +350,8 @@ def test_a_job_a_dying_worker_took_off_the_queue_is_queued_again_by_the_next_eve
     enqueuer = Enqueuer(queue)
     enqueuer.enqueue(str(mid))
     queue.connection.lmove(queue.key, queue.intermediate_queue_key)
+    # (as RQ 3 does before the work horse marks the job started, the worker registered an execution)
+    queue.connection.zadd(queue.started_job_registry.key, {f"{job_id(str(mid))}:an-execution": 9e9})
     assert queue.count == 0
     # When an event or a sweep asks for it while it is recent, it is left alone (a live worker may be starting it)
     assert enqueuer.enqueue(str(mid)) == "waiting"
@@ -360,4 +362,5 @@ def test_a_job_a_dying_worker_took_off_the_queue_is_queued_again_by_the_next_eve
     assert enqueuer.enqueue(str(mid)) == "enqueued"
     assert queue.get_job_ids() == [job_id(str(mid))]
     assert queue.connection.llen(queue.intermediate_queue_key) == 0
+    assert queue.connection.zcard(queue.started_job_registry.key) == 0
     assert enqueuer.enqueue(str(mid)) == "waiting"
