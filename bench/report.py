@@ -20,6 +20,8 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    if not results.get("samples"):
+        return False
     rates = sorted({rate for _, rate in results["samples"]})
     fig, axes = plt.subplots(1, len(rates), figsize=(5.5 * len(rates), 4), squeeze=False)
     for ax, rate in zip(axes[0], rates, strict=True):

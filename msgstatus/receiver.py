@@ -28,6 +28,8 @@ class Emit:
     headers: dict[str, str]
     body: dict[str, Any]
     claims: dict[str, Any]
+    arrived: float = 0.0
+    """When the request came in (``received`` is when it was answered, after any delay)."""
 
     @property
     def message_id(self) -> str:
@@ -119,6 +121,7 @@ class SocketReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                arrived = time.time()
                 length = int(self.headers.get("content-length", 0))
                 raw = self.rfile.read(length)
                 status, delay = receiver._answer(raw)
@@ -134,7 +137,7 @@ class SocketReceiver:
                             receiver.rejected.append((401, str(error)))
                         status = 401
                     else:
-                        emit = Emit(time.time(), headers, body, claims)
+                        emit = Emit(time.time(), headers, body, claims, arrived)
                         with receiver._lock:
                             receiver.emits.append(emit)
                         for listener in receiver.listeners:
