@@ -37,8 +37,9 @@ def test_messages_arriving_together_are_decided_in_batch_jobs_with_one_emit_each
     # Then each was emitted once, by 3 jobs, and no mark is left
     wait_until(lambda: len(receiver.emits) >= 120, 5, "the emits")
     assert sorted(e.message_id for e in receiver.emits) == sorted(str(m) for m in mids)
-    seen = counters.read(queue.connection)
-    assert seen["batches_run"] == 3 and seen["batched_messages"] == 120 and seen["jobs_delivered"] == 120
+    seen = wait_until(lambda: (c := counters.read(queue.connection)).get("batches_run") == 3 and c, 5,
+                      "the three batch jobs to count what they did")
+    assert seen["batched_messages"] == 120 and seen["jobs_delivered"] == 120
     assert not any(queue.connection.exists(mark(str(m))) for m in mids)
 
 
@@ -57,7 +58,7 @@ def test_a_failed_and_a_slow_emit_in_a_batch_leave_their_neighbours_alone(servic
     at = {e.message_id: e.received for e in receiver.emits}
     others = [str(m) for m in mids if str(m) not in (failing, slow)]
     assert all(at[m] < at[slow] for m in others), "a neighbour waited for the slow emit"
-    assert counters.read(queue.connection).get("jobs_retried") == 1
+    wait_until(lambda: counters.read(queue.connection).get("jobs_retried") == 1, 5, "the one retry counted")
     emitted = [e.message_id for e in receiver.emits]
     assert sorted(emitted) == sorted(str(m) for m in mids), "a neighbour was emitted again"
 
