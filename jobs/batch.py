@@ -97,8 +97,7 @@ def _one(enqueuer: Enqueuer, oid: ObjectId, token: str, communication: dict[str,
     except Exception as error:  # outside the message: its next attempt is a job of its own
         release_quietly(oid, token)
         try:
-            slow = bool(hold) and hold.get("kind") == "retry"
-            delay = after_outside_failure(str(oid), oid, token, slow, 1, error)
+            delay = after_outside_failure(str(oid), oid, token, messages.waits_for_slow_retry(hold), 1, error)
             if delay is None:
                 return "held"
             enqueuer.schedule_retry(str(oid), 1, delay)

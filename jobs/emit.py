@@ -15,6 +15,7 @@ from bson.decimal128 import Decimal128
 
 from core.defaults import JWT_TTL
 from jobs.errors import EmitRejected, SocketUnavailable
+from jobs.messages import as_utc
 
 OUTSIDE_STATUS = frozenset({401, 403, 404, 405, 407, 408, 409, 425, 429})
 """4xx answers about us or the moment (credentials, address, rate), not the message: retried like a 5xx."""
@@ -29,8 +30,7 @@ def node_json(value: Any) -> Any:
     if isinstance(value, ObjectId):
         return str(value)
     if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return as_utc(value).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if isinstance(value, Decimal128):
         return str(value)
     if isinstance(value, bytes):

@@ -42,6 +42,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored date as an aware UTC one (a client without ``tz_aware`` reads them naive)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def unclaimed(at: datetime) -> dict[str, Any]:
     """No claim, or a claim whose lease has run out."""
     return {"$or": [{CLAIM: {"$exists": False}}, {f"{CLAIM}.until": {"$lt": at}}]}
@@ -72,8 +77,12 @@ class Claim:
 
     @property
     def slow_retry(self) -> bool:
-        """The message was waiting for slow retries: one attempt, then it waits again."""
-        return bool(self.hold) and self.hold.get("kind") == "retry"  # type: ignore[union-attr]
+        return waits_for_slow_retry(self.hold)
+
+
+def waits_for_slow_retry(hold: dict[str, Any] | None) -> bool:
+    """A message held this way gets one attempt, then waits again."""
+    return bool(hold) and hold.get("kind") == "retry"  # type: ignore[union-attr]
 
 
 LEASED = "leased"
@@ -263,7 +272,7 @@ def inserted_at(document: dict[str, Any]) -> datetime:
     for name in ("createdAt", "created"):
         value = document.get(name)
         if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
+            return as_utc(value)
     oid = document.get("_id")
     return oid.generation_time if isinstance(oid, ObjectId) else now()
 

@@ -17,7 +17,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from core.defaults import LEGACY_QUEUES, QUEUE
-from jobs import retries
+from jobs import messages, retries
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,7 @@ class Enqueuer:
         queued = job.enqueued_at
         if queued is None:
             return False
-        at = queued if queued.tzinfo else queued.replace(tzinfo=UTC)
-        return (datetime.now(UTC) - at).total_seconds() > OVERDUE_RETRY
+        return (datetime.now(UTC) - messages.as_utc(queued)).total_seconds() > OVERDUE_RETRY
 
     def _fetch(self, jid: str) -> Job | None:
         try:

@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
@@ -92,7 +92,7 @@ def _newest_first(message: dict[str, Any]) -> tuple[bool, float]:
     created = message.get("created")
     if not isinstance(created, datetime):
         return True, 0.0  # no date: after every dated one
-    return False, -(created.replace(tzinfo=UTC) if created.tzinfo is None else created).timestamp()
+    return False, -messages.as_utc(created).timestamp()
 
 
 def _free_or_dead(found: list[dict[str, Any]], connection: Any, at: datetime) -> list[dict[str, Any]]:
@@ -102,7 +102,7 @@ def _free_or_dead(found: list[dict[str, Any]], connection: Any, at: datetime) ->
     for message in found:
         claim = message.get(messages.CLAIM)
         until = claim.get("until") if isinstance(claim, dict) else None
-        if isinstance(until, datetime) and (until if until.tzinfo else until.replace(tzinfo=UTC)) >= at:
+        if isinstance(until, datetime) and messages.as_utc(until) >= at:
             claimed.setdefault(str(claim["token"]), []).append(message)  # type: ignore[index]
         else:
             free.append(message)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC
 from typing import Any
 
 import redis
@@ -39,8 +38,7 @@ def held(db: Database) -> dict[str, Any]:  # type: ignore[type-arg]
     slow = {**messages.TRACKED, f"{messages.HOLD}.kind": "retry"}
     oldest = collection.find_one(slow, {f"{messages.HOLD}.since": 1}, sort=[(f"{messages.HOLD}.since", 1)])
     since = (oldest or {}).get(messages.HOLD, {}).get("since")
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    since = messages.as_utc(since) if since is not None else None
     return {
         "slow_retries": collection.count_documents(slow),
         "oldest_slow_retry_age_seconds": round((messages.now() - since).total_seconds(), 1) if since else None,
