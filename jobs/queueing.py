@@ -108,11 +108,17 @@ class Enqueuer:
                 return "waiting"
         # The job is running and may have looked before this event: one follow-up
         # run after it (the claim makes a second run harmless).
+        again = f"{primary}-again"
         try:
-            self._enqueue(message_id, f"{primary}-again")
+            self._enqueue(message_id, again)
             return "follow-up"
         except DuplicateJobError:
-            return "waiting"
+            pass
+        follow_up = self._fetch(again)
+        if follow_up is not None and follow_up.get_status(refresh=False) == JobStatus.QUEUED and \
+                self._abandoned_in_queue(follow_up) and retries.requeue_lost(self.queue.connection, again):
+            return "follow-up"
+        return "waiting"
 
     def enqueue_many(self, message_ids: Sequence[str]) -> Counter[str]:
         """Queue the messages, arrived together, in batch jobs of up to BATCH_SIZE; what happened to each.

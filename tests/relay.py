@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class Relay:
@@ -13,7 +14,8 @@ class Relay:
     ``cut()`` closes every open connection; ``down()`` also refuses new ones until
     ``up()``; ``pause()`` holds every byte (a partition: nothing is refused, nothing
     arrives) until ``resume()``; ``trip_on(pattern)`` cuts everything right after
-    forwarding the first client chunk that contains ``pattern``.
+    forwarding the first client chunk that contains ``pattern``; ``slow(seconds)`` holds each
+    client chunk that long before forwarding it (a slow link: every request answered, late).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -28,6 +30,7 @@ class Relay:
         self._flowing = threading.Event()
         self._flowing.set()
         self._trip: bytes | None = None
+        self._delay = 0.0
         self.tripped = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -56,6 +59,8 @@ class Relay:
         try:
             while data := source.recv(65536):
                 self._flowing.wait()
+                if from_client and self._delay:
+                    time.sleep(self._delay)
                 sink.sendall(data)
                 trip = self._trip
                 if from_client and trip is not None and trip in data:
@@ -93,6 +98,10 @@ class Relay:
 
     def resume(self) -> None:
         self._flowing.set()
+
+    def slow(self, seconds: float) -> None:
+        """Hold each client chunk ``seconds`` before forwarding it (0: at once again)."""
+        self._delay = seconds
 
     def trip_on(self, pattern: bytes) -> None:
         """Cut every connection right after forwarding the first client chunk containing ``pattern``."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from rq import Worker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from core import counters
 from jobs import messages
@@ -366,3 +366,49 @@ def test_a_job_a_dying_worker_took_off_the_queue_is_queued_again_by_the_next_eve
     assert queue.connection.llen(queue.intermediate_queue_key) == 0
     assert queue.connection.zcard(queue.started_job_registry.key) == 0
     assert enqueuer.enqueue(str(mid)) == "waiting"
+
+
+def test_a_follow_up_job_a_dying_worker_took_off_the_queue_is_queued_again_by_the_next_event(service, db, queue):
+    # Given a message whose job is running, and whose follow-up job a worker took off the queue and then died
+    mid = factories.message(db)
+    enqueuer = Enqueuer(queue)
+    enqueuer.enqueue(str(mid))
+    running = Job.fetch(job_id(str(mid)), connection=queue.connection)
+    queue.remove(running)
+    running.set_status(JobStatus.STARTED)
+    assert enqueuer.enqueue(str(mid)) == "follow-up"
+    queue.connection.lmove(queue.key, queue.intermediate_queue_key)
+    assert queue.count == 0
+    # When an event asks for it while it is recent, it is left alone
+    assert enqueuer.enqueue(str(mid)) == "waiting"
+    # and once it is older than the grace, the follow-up goes back on the queue, once
+    again = Job.fetch(f"{job_id(str(mid))}-again", connection=queue.connection)
+    again.enqueued_at = datetime.now(UTC) - timedelta(seconds=60)
+    again.save()
+    assert enqueuer.enqueue(str(mid)) == "follow-up"
+    assert queue.get_job_ids() == [again.id]
+    assert enqueuer.enqueue(str(mid)) == "waiting"
+
+
+def test_a_leader_whose_lock_renewals_are_slow_streams_again_once_they_are_quick(service, db, redis_server):
+    # Given an active watcher that reaches Redis through a relay, with workers and no scheduler or sweep
+    relay = Relay(redis_server.port)
+    r = redis.Redis.from_url(service.redis_url)
+    try:
+        watcher = service.spawn("watch", REDIS_URL=f"redis://{relay.url_host}/0", LOG_FORMAT="json")
+        wait_until(lambda: r.hget("msgstatus:watcher:stream:communications", "token"), 30, "the watcher")
+        service.spawn("work")
+        # When every Redis request takes 1.5 s for a while: renewals succeed, but too late to keep
+        # the streams' lease, so they close although the lock stays the watcher's
+        relay.slow(1.5)
+        wait_until(lambda: b"closed (term 1)" in _log(service, watcher), 30, "the streams to close")
+        relay.slow(0)
+        # Then, with the lock renewed in time again, it streams again: a new pair is delivered by its events
+        mid = factories.message(db)
+        factories.communication(db, mid)
+        doc = wait_until(lambda: decided(db, mid), 30, "the pair written after the slow spell to be decided")
+    finally:
+        relay.close()
+        r.close()
+    assert doc["delivered"] is True
+    assert watcher.poll() is None

@@ -135,7 +135,9 @@ class Watcher:
                 # Streams run only while the lock is surely still ours, even if the next renewal hangs.
                 self.lead_until = asked + LOCK_TTL - LEAD_MARGIN
                 self._refresh_state()
-            if leader and not self.leading.is_set():
+            if leader and not (self.leading.is_set() and all(t.is_alive() for t in self.threads)):
+                # Also when this term's streams ended on their own: a renewal that came too late to
+                # extend their lease closes them while the lock stays ours.
                 self._begin_term()
             elif not leader and self.leading.is_set():
                 self._lose_lead()
@@ -143,9 +145,9 @@ class Watcher:
 
     def _begin_term(self) -> None:
         """Start this term's streams, once the previous term's have ended."""
+        self.term += 1  # first: a previous term's stream still running sees its term is over
         for thread in self.threads:
             thread.join(AWAIT_MS / 1000 + 1)
-        self.term += 1
         log.info("watcher %s is active (term %d)", self.lock.owner[:8], self.term)
         self._set_state("active")
         self.leading.set()
