@@ -3,10 +3,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3 2>/dev/null)
+NODE_DIR := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: install demo test lint bench bench-embedded bench-healing chaos clean
+.PHONY: install install-node demo test lint bench bench-embedded bench-healing chaos clean
 
 install: $(STAMP)
+
+install-node: $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { \
@@ -17,10 +21,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The seed's Node stack (MongoDB driver, Mongoose, jsonwebtoken) for the tests that drive it.
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node 20 and npm (for tests/node)." >&2; exit 1; }
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 demo: install
 	$(PY) -m msgstatus demo
 
-test: install lint
+test: install install-node lint
 	$(PY) -m pytest
 
 lint: install
@@ -42,4 +52,4 @@ chaos: install
 	$(PY) -m bench.chaos
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

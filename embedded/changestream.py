@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mongoeco.api import AsyncMongoClient
-from mongoeco.core.bson_scalars import BsonInt64
 from mongoeco.core.expression_context import ExpressionExecutionContext
 from mongoeco.errors import OperationFailure
 from mongoeco.wire.capabilities import resolve_wire_command_capability
 from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
 
+from embedded.cursors import as_int, cursor_not_found
 from embedded.tokens import TokenCodec, history_lost
 
 CURSOR_ID_BASE = 1 << 40
@@ -32,17 +32,6 @@ DEFAULT_AWAIT_MS = 1000
 
 IDLE_CURSOR_TIMEOUT = 600.0
 """Seconds after which a cursor nobody asks for is closed (MongoDB's default)."""
-
-CURSOR_NOT_FOUND = 43
-
-
-def _integer(value: object) -> int | None:
-    """pymongo sends int64 values, which mongoeco decodes as BsonInt64."""
-    if isinstance(value, BsonInt64):
-        return value.value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
 
 
 @dataclass
@@ -104,7 +93,7 @@ class ChangeStreamBridge:
 
     @staticmethod
     def _owns(cursor_id: object) -> bool:
-        value = _integer(cursor_id)
+        value = as_int(cursor_id)
         return value is not None and value >= CURSOR_ID_BASE
 
     def _owns_all(self, cursor_ids: object) -> bool:
@@ -159,7 +148,7 @@ class ChangeStreamBridge:
         )
         cursor_id = next(self._ids)
         namespace = f"{db_name}.{command['aggregate'] if command['aggregate'] != 1 else '$cmd.aggregate'}"
-        batch_size = _integer((command.get("cursor") or {}).get("batchSize"))
+        batch_size = as_int((command.get("cursor") or {}).get("batchSize"))
         self._streams[cursor_id] = _Stream(cursor, namespace, batch_size)
         return self._reply(cursor_id, "firstBatch", [], cursor._offset)
 
@@ -189,13 +178,13 @@ class ChangeStreamBridge:
             raise history_lost(str(error)) from error
 
     async def _get_more(self, db_name: str, command: dict[str, Any]) -> dict[str, Any]:
-        cursor_id = _integer(command["getMore"]) or 0
+        cursor_id = as_int(command["getMore"]) or 0
         stream = self._streams.get(cursor_id)
         if stream is None:
-            raise OperationFailure(f"cursor id {cursor_id} not found", code=CURSOR_NOT_FOUND)
+            raise cursor_not_found(cursor_id)
         stream.last_used = time.monotonic()
-        wait_ms = _integer(command.get("maxTimeMS"))
-        limit = _integer(command.get("batchSize")) or stream.batch_size or 1_000
+        wait_ms = as_int(command.get("maxTimeMS"))
+        limit = as_int(command.get("batchSize")) or stream.batch_size or 1_000
         batch = await self._collect(stream.cursor, DEFAULT_AWAIT_MS if wait_ms is None else wait_ms, limit)
         stream.last_used = time.monotonic()
         if not stream.cursor.alive:  # an invalidate event closed it
@@ -224,7 +213,7 @@ class ChangeStreamBridge:
         killed: list[int] = []
         unknown: list[int] = []
         for raw in cursor_ids:
-            cursor_id = _integer(raw) or 0
+            cursor_id = as_int(raw) or 0
             stream = self._streams.pop(cursor_id, None)
             (killed if stream else unknown).append(cursor_id)
             if stream:
@@ -247,7 +236,7 @@ class ChangeStreamBridge:
     def _reply(self, cursor_id: int, key: str, batch: list[dict[str, Any]], offset: int) -> dict[str, Any]:
         stream = self._streams.get(cursor_id)
         cursor = {
-            "id": BsonInt64(cursor_id),
+            "id": cursor_id,
             "ns": stream.namespace if stream else "",
             key: batch,
             "postBatchResumeToken": self._codec.token(self._event_before(offset)),

@@ -18,6 +18,7 @@ from mongoeco.wire import AsyncMongoEcoProxyServer
 from mongoeco.wire.auth import WireAuthUser
 from mongoeco.wire.sessions import WireSessionStore
 
+from embedded import cursors, replies
 from embedded.changestream import ChangeStreamBridge
 from embedded.defaults import HISTORY_SIZE
 from embedded.engine import EmbeddedEngine
@@ -71,6 +72,8 @@ class EmbeddedMongo:
         self.proxy = AsyncMongoEcoProxyServer(client=self.client, host=host, port=port, auth_users=users)
         self.streams = ChangeStreamBridge(self.client)
         self.streams.install(self.proxy._executor)
+        replies.install(self.proxy._executor)
+        cursors.install(self.proxy._executor)  # last: ids are ints for every wrapper inside it
         _count_commands(self.proxy._executor)
         _end_transaction_on_failed_commit(self.proxy._session_store)
 

@@ -1,0 +1,111 @@
+"""Replies as MongoDB gives them where mongoeco's differ and a driver or Mongoose acts on the difference.
+
+Errors carry MongoDB's ``code``, ``codeName`` and labels: Mongoose ignores
+NamespaceExists (48) from its start-up ``create`` and NamespaceNotFound (26) from
+``listIndexes``, ``withTransaction`` retries on the TransientTransactionError label,
+a change stream resumes or gives up by code (43, 286). Index specs carry their
+version ``v``, as MongoDB lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mongoeco.errors import OperationFailure
+from mongoeco.wire.executor import WireCommandExecutor
+from mongoeco.wire.requests import WireRequestContext
+
+NAMESPACE_NOT_FOUND = 26
+"""MongoDB's code for a command on a collection that does not exist."""
+
+NAMESPACE_EXISTS = 48
+"""MongoDB's code for creating a collection that exists."""
+
+INDEX_VERSION = 2
+"""The index format version MongoDB 3.4 and later report for every index."""
+
+CODE_NAMES: dict[int, str] = {
+    26: "NamespaceNotFound",
+    43: "CursorNotFound",
+    48: "NamespaceExists",
+    50: "MaxTimeMSExpired",
+    112: "WriteConflict",
+    121: "DocumentValidationFailure",
+    251: "NoSuchTransaction",
+    286: "ChangeStreamHistoryLost",
+    11000: "DuplicateKey",
+}
+"""The name MongoDB gives each code this server answers with."""
+
+TRANSIENT = frozenset({112})
+"""Codes MongoDB labels TransientTransactionError (a driver's withTransaction runs the callback again)."""
+
+
+def namespace_not_found(namespace: str) -> OperationFailure:
+    return OperationFailure(
+        f"ns does not exist: {namespace}", code=NAMESPACE_NOT_FOUND, details={"codeName": "NamespaceNotFound"}
+    )
+
+
+def namespace_exists(namespace: str) -> OperationFailure:
+    return OperationFailure(
+        f"Collection {namespace} already exists.", code=NAMESPACE_EXISTS, details={"codeName": "NamespaceExists"}
+    )
+
+
+def complete(document: dict[str, Any]) -> dict[str, Any]:
+    """Add the ``codeName`` and labels MongoDB would send with this error document's code."""
+    code = document.get("code")
+    if isinstance(code, int) and code in CODE_NAMES:
+        document.setdefault("codeName", CODE_NAMES[code])
+        if code in TRANSIENT:
+            labels = list(document.get("errorLabels") or [])
+            if "TransientTransactionError" not in labels:
+                document["errorLabels"] = [*labels, "TransientTransactionError"]
+    return document
+
+
+def install(executor: WireCommandExecutor) -> None:
+    """Complete every error reply of the executor, and answer ``create`` and ``listIndexes`` as MongoDB does."""
+    error_document, execute = executor.error_document, executor.execute_prepared
+    client = executor._client
+
+    def completed(error: Exception) -> dict[str, Any]:
+        return complete(error_document(error))
+
+    async def execute_prepared(context: WireRequestContext) -> dict[str, Any]:
+        name = context.command_name
+        if name in ("create", "listIndexes"):
+            collection = context.command_document.get(name)
+            if isinstance(collection, str):
+                exists = collection in await client[context.db_name].list_collection_names()
+                if name == "create" and exists:
+                    raise namespace_exists(f"{context.db_name}.{collection}")
+                if name == "listIndexes" and not exists:
+                    raise namespace_not_found(f"{context.db_name}.{collection}")
+        result = await execute(context)
+        if name == "listIndexes":
+            _index_specs(result)
+        return result
+
+    executor.error_document = completed  # type: ignore[method-assign,assignment]
+    executor.execute_prepared = execute_prepared  # type: ignore[method-assign]
+
+
+def _index_specs(result: dict[str, Any]) -> None:
+    """Index specs as MongoDB 4.4 and later list them (Mongoose compares them with its schema's):
+    with their version ``v``, without ``ns``, and with only the options that were set."""
+    cursor = result.get("cursor")
+    if isinstance(cursor, dict) and isinstance(batch := cursor.get("firstBatch"), list):
+        cursor["firstBatch"] = [_index_spec(spec) if isinstance(spec, dict) else spec for spec in batch]
+
+
+def _index_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    unset = {"ns"} | {key for key in _FLAGS if spec.get(key) is False}
+    if spec.get("name") == "_id_":
+        unset.add("unique")  # unique by nature, not by option
+    return {"v": INDEX_VERSION, **{key: value for key, value in spec.items() if key not in unset}}
+
+
+_FLAGS = ("unique", "sparse", "hidden", "background")
+"""Index options MongoDB lists only when they were set to true."""

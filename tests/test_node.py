@@ -1,0 +1,111 @@
+"""The seed's own Node stack (MongoDB driver 6.20, Mongoose 8, jsonwebtoken) against the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+from embedded.processes import free_port, msgstatus_argv
+from tests.conftest import SECRET
+from tests.waiting import wait_until
+from watcher.lock import LeaderLock
+
+NODE_DIR = Path(__file__).parent / "node"
+
+SNIPPET_WAIT_MS = 6000
+"""The seed's snippet reads the message back after 6 seconds."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _node_packages() -> None:
+    if not (NODE_DIR / "node_modules" / "mongoose").is_dir():
+        pytest.fail(f"the Node packages are not installed: run `make test`, or `npm ci --prefix {NODE_DIR}`")
+
+
+def node(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["node", *args], cwd=NODE_DIR, capture_output=True, text=True, timeout=timeout)
+
+
+def test_mongoose_and_the_node_driver_get_mongodbs_answers_from_the_embedded_server(mongo_server, db_name):
+    # Given the embedded server, reached by Mongoose through a relay that records every command and reply
+    # When the seed's models start up and go through create, findById, a find over several batches,
+    # countDocuments, aggregate, transactions that commit, abort and conflict, watch and error paths
+    run = node("conformance.js", str(mongo_server.port), db_name)
+    assert run.returncode in (0, 1), run.stderr
+    report = json.loads(run.stdout)
+    # Then every step worked, and every reply had MongoDB's fields with MongoDB's BSON types
+    assert report["failures"] == [], "\n".join(report["failures"])
+    assert all(step["ok"] for step in report["steps"])
+    sent = {exchange["command"] for exchange in report["exchanges"]}
+    assert {"find", "getMore", "killCursors", "aggregate", "listIndexes", "createIndexes", "create",
+            "insert", "update", "commitTransaction", "abortTransaction", "endSessions"} <= sent
+    errors = {(e["command"], e["code"]) for e in report["exchanges"] if e["ok"] is False}
+    assert {("create", 48), ("listIndexes", 26), ("commitTransaction", 112), ("aggregate", 286),
+            ("getMore", 43)} <= errors
+    assert run.returncode == 0
+
+
+def test_the_seeds_create_test_message_snippet_is_delivered_on_the_embedded_default_within_its_wait(tmp_path):
+    # Given a conversation socket service in Node that verifies the Bearer token with jsonwebtoken,
+    socket_log = (tmp_path / "socket.log").open("w+")
+    socket = subprocess.Popen(["node", "socket-service.js"], cwd=NODE_DIR, env={**os.environ, "APP_SECRET": SECRET},
+                              stdout=subprocess.PIPE, stderr=socket_log, text=True)
+    run = None
+    try:
+        assert socket.stdout is not None
+        socket_url = f"http://127.0.0.1:{socket.stdout.readline().split()[1]}"
+        # and `msgstatus run` on the embedded default, sending to it
+        mongo_port, redis_port = free_port(), free_port()
+        env = {"PATH": os.environ["PATH"], "CONVERSATION_SOCKET": socket_url, "APP_SECRET": SECRET}
+        with (tmp_path / "run.log").open("wb") as log:
+            run = subprocess.Popen(
+                msgstatus_argv("run", "--workers", "2", "--mongo-port", str(mongo_port), "--redis-port",
+                               str(redis_port)),
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_until(lambda: _has_leader(redis_port), 60, "the embedded servers and an active watcher")
+        # When the seed's snippet creates a message and its communication log with Mongoose
+        uri = f"mongodb://127.0.0.1:{mongo_port}/msgstatus?directConnection=true"
+        snippet = node("snippet.js", uri, socket_url, timeout=60)
+        assert snippet.returncode == 0, snippet.stderr
+        report = json.loads(snippet.stdout)
+    finally:
+        if run is not None:
+            run.send_signal(signal.SIGTERM)
+            run.wait(60)
+        socket.terminate()
+        socket.wait(10)
+        if socket.stdout is not None:
+            socket.stdout.close()
+        socket_log.close()
+    # Then findById reads it delivered, with its communication id, well inside the snippet's wait
+    print(f"decided {report['decided_after_ms']} ms after the snippet began")
+    assert report["delivered"] is True
+    assert report["stored_communication_id"] == report["communication_id"]
+    assert report["decided_after_ms"] is not None and report["decided_after_ms"] < SNIPPET_WAIT_MS / 2
+    # and the socket service accepted one updateMessage whose token jsonwebtoken verified, with the seed's claims
+    assert report["refused"] == []
+    (emit,) = report["emits"]
+    assert emit["event"] == "updateMessage"
+    assert emit["data"]["delivered"] is True
+    assert emit["data"]["metadata"]["communication_id"] == report["communication_id"]
+    claims = emit["claims"]
+    assert (claims["conversation_id"], claims["account_id"], claims["type"]) == (
+        report["conversation_id"], report["account_id"], "team")
+    assert emit["idempotencyKey"] == f"{report['message_id']}:{report['communication_id']}"
+
+
+def _has_leader(port: int) -> bool:
+    r = redis.Redis(port=port)
+    try:
+        return LeaderLock.holder(r) is not None
+    except redis.RedisError:
+        return False
+    finally:
+        r.close()
