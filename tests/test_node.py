@@ -71,8 +71,7 @@ def test_the_seeds_create_test_message_snippet_is_delivered_on_the_embedded_defa
             )
         wait_until(lambda: _has_leader(redis_port), 60, "the embedded servers and an active watcher")
         # When the seed's snippet creates a message and its communication log with Mongoose
-        uri = f"mongodb://127.0.0.1:{mongo_port}/msgstatus?directConnection=true"
-        snippet = node("snippet.js", uri, socket_url, timeout=60)
+        snippet = node("snippet.js", str(mongo_port), "msgstatus", socket_url, timeout=60)
         assert snippet.returncode == 0, snippet.stderr
         report = json.loads(snippet.stdout)
     finally:
@@ -99,6 +98,9 @@ def test_the_seeds_create_test_message_snippet_is_delivered_on_the_embedded_defa
     assert (claims["conversation_id"], claims["account_id"], claims["type"]) == (
         report["conversation_id"], report["account_id"], "team")
     assert emit["idempotencyKey"] == f"{report['message_id']}:{report['communication_id']}"
+    # and every command Mongoose sent on the way got MongoDB's answer, field types included
+    assert [p for e in report["exchanges"] for p in e["problems"]] == []
+    assert {"insert", "find", "createIndexes"} <= {e["command"] for e in report["exchanges"]}
 
 
 def _has_leader(port: int) -> bool:

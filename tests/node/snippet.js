@@ -1,20 +1,28 @@
 'use strict';
 // The seed's "Create Test Message" snippet with Mongoose and the seed's models: the message, then its
 // communication log (as the Twilio callback writes it), then findById until it is decided or the
-// snippet's 6 seconds pass. Prints a JSON report, with what the socket service received.
-// Usage: node snippet.js <mongodb uri> <socket service url>
+// snippet's 6 seconds pass. Prints a JSON report, with what the socket service received and every
+// command Mongoose sent (through wire.js's recording relay), each reply checked against MongoDB's.
+// Usage: node snippet.js <server port> <database> <socket service url>
 
 const mongoose = require('mongoose');
 const { models } = require('./models');
+const { record } = require('./wire');
+const { problems } = require('./shapes');
 
-const [uri, socketUrl] = process.argv.slice(2);
+const [port, database, socketUrl] = process.argv.slice(2);
 const SNIPPET_WAIT_MS = 6000;
 
 async function main() {
+  const relay = await record(Number(port));
+  relay.phase('start-up');
+  const uri = `mongodb://127.0.0.1:${relay.port}/${database}?directConnection=true`;
   const connection = await mongoose.createConnection(uri).asPromise();
+  const report = {};
   const { SupportMessage, Communication } = models(connection);
   try {
     await Promise.all([SupportMessage.init(), Communication.init()]);
+    relay.phase('snippet');
     const testConversationId = new mongoose.Types.ObjectId();
     const testAccountId = new mongoose.Types.ObjectId();
     const started = Date.now();
@@ -48,7 +56,7 @@ async function main() {
       if (received.emits.some((e) => e.data._id === String(message._id))) break;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    console.log(JSON.stringify({
+    Object.assign(report, {
       message_id: String(message._id),
       communication_id: String(log._id),
       conversation_id: String(testConversationId),
@@ -58,10 +66,17 @@ async function main() {
       decided_after_ms: decidedAfterMs,
       emits: received.emits.filter((e) => e.data._id === String(message._id)),
       refused: received.refused,
-    }));
+    });
   } finally {
+    relay.phase('shut-down');
     await connection.close();
+    await relay.close();
   }
+  report.exchanges = relay.exchanges.map((exchange) => ({
+    phase: exchange.phase, command: exchange.command, ok: exchange.reply ? Number(exchange.reply.ok) === 1 : null,
+    problems: problems(exchange),
+  }));
+  console.log(JSON.stringify(report));
 }
 
 main().catch((error) => {
