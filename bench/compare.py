@@ -117,10 +117,9 @@ def bench_watcher_cpu(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
 
 
 def _events(rig: Rig) -> int:
-    from core import counters
+    from core import metrics
 
-    seen = counters.read(rig.redis)
-    return seen.get("change_events_messages", 0) + seen.get("change_events_communications", 0)
+    return int(sum(metrics.value(rig.redis, metrics.CHANGE_EVENTS, stream=s) for s in ("messages", "communications")))
 
 
 def bench_drain(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:

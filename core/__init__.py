@@ -1,1 +1,1 @@
-"""The ground layer every other package stands on: settings, defaults, counters and logging."""
+"""The ground layer every other package stands on: settings, defaults, metrics and logging."""

@@ -24,11 +24,11 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from redis.exceptions import RedisError
 
-from core import counters
+from core import metrics
 from jobs import context, messages, wakeup
 from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
-from jobs.status import after_outside_failure, decide_and_emit, release_quietly
+from jobs.status import after_outside_failure, count_outcome, decide_and_emit, release_quietly
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
     with res.redis.pipeline(transaction=False) as pipe:
         for outcome, count in outcomes.items():
             if outcome in COUNTED:  # the rest is counted where it is decided
-                counters.incr(pipe, f"jobs_{outcome}", count)  # type: ignore[arg-type]
-        counters.incr(pipe, "batches_run")  # type: ignore[arg-type]
-        counters.incr(pipe, "batched_messages", len(message_ids))  # type: ignore[arg-type]
+                count_outcome(pipe, outcome, count)
+        metrics.BATCHES.inc(pipe)
+        metrics.BATCHED.inc(pipe, len(message_ids))
         pipe.execute()
     if outcomes["delivered"] or outcomes["undelivered"]:
         wakeup.succeeded(res.redis, res.db)

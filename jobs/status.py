@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from rq import Retry, get_current_job
 from rq.timeouts import JobTimeoutException
 
-from core import counters
+from core import metrics
 from jobs import context, leases, messages, wakeup
 from jobs.emit import emit_update
 from jobs.errors import BadMessage, RetryableError
@@ -55,7 +55,7 @@ def check_message_status(message_id: str) -> Outcome | Retry:
     try:
         oid = ObjectId(message_id)
     except (InvalidId, TypeError):
-        counters.incr(res.redis, "jobs_failed")
+        metrics.JOB_FAILURES.inc(res.redis, kind="bad_data")
         _final()
         raise BadMessage(f"message id {message_id!r} is not an ObjectId") from None
     _start_afresh_if_requeued(oid)
@@ -68,15 +68,15 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         if not isinstance(found, messages.Claim):
             log.debug("message %s: %s, skipped", message_id,
                       "claimed by another worker" if found == messages.LEASED else "decided or not tracked")
-            counters.incr(res.redis, "jobs_skipped")
+            metrics.NOT_DECIDED.inc(res.redis, reason="not_free")
             return "skipped"
         lease = found
         if lease.taken_over:
-            counters.incr(res.redis, "claims_taken_over")
+            metrics.TAKEOVERS.inc(res.redis)
             log.warning("message %s: took over a claim whose job had died or run out", message_id)
         outcome = _decide_and_emit(oid, lease)
     except BadMessage as error:
-        counters.incr(res.redis, "jobs_failed")
+        metrics.JOB_FAILURES.inc(res.redis, kind="bad_data")
         with contextlib.suppress(PyMongoError):
             messages.park(res.db, oid, token, str(error))
         _final()
@@ -89,11 +89,19 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         raise
     finally:
         res.leases.drop(token)
-    counters.incr(res.redis, f"jobs_{outcome}")
+    count_outcome(res.redis, outcome)
     if outcome in ("delivered", "undelivered"):
         wakeup.succeeded(res.redis, res.db)
     log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
     return outcome
+
+
+def count_outcome(connection: Any, outcome: str, count: int = 1) -> None:
+    """Count a check's outcome: a decision by its value, or why there is none."""
+    if outcome in ("delivered", "undelivered"):
+        metrics.DECIDED.inc(connection, count, delivered="true" if outcome == "delivered" else "false")
+    elif outcome in ("waiting", "skipped"):
+        metrics.NOT_DECIDED.inc(connection, count, reason="no_log" if outcome == "waiting" else "not_free")
 
 
 def _claim(oid: ObjectId, token: str) -> messages.Claim | str | None:
@@ -143,7 +151,7 @@ def decide_and_emit(oid: ObjectId, token: str, communication: dict[str, Any]) ->
             raise BadMessage(f"message {oid} has no sender_id: no conversation to notify")
         # Emit before commit, as the seed does: a failed emit leaves the message undecided.
         emit_update(res.http, socket, updated, str(account_id), res.settings.app_secret, communication["_id"])
-    counters.observe_latency(res.redis, (messages.now() - messages.inserted_at(communication)).total_seconds())
+    metrics.INSERT_TO_EMIT.observe(res.redis, (messages.now() - messages.inserted_at(communication)).total_seconds())
     return "delivered" if updated["delivered"] else "undelivered"
 
 
@@ -182,8 +190,9 @@ def after_outside_failure(
     reason = f"{type(error).__name__}: {error}"
     if not isinstance(error, EXPECTED):
         log.error("message %s: unexpected error; retried like an outage", message_id, exc_info=error)
+    metrics.JOB_FAILURES.inc(res.redis, kind="outside")
     if not slow and attempt < res.settings.fast_attempts:
-        counters.incr(res.redis, "jobs_retried")
+        metrics.RETRIES.inc(res.redis, schedule="fast")
         delay = retry_delay(attempt)
         log.warning("message %s: attempt %d failed (%s), retrying in %ds", message_id, attempt, reason, delay)
         return delay
@@ -191,7 +200,7 @@ def after_outside_failure(
     # If the database is away this raises: the job fails without a verdict and the next
     # event or sweep after the database is back runs it again.
     messages.hold(res.db, oid, token, until, 1 if slow else attempt, reason)
-    counters.incr(res.redis, "jobs_held")
+    metrics.RETRIES.inc(res.redis, schedule="slow")
     log.warning("message %s: %s failed (%s); next try in %ds, or as soon as an emit succeeds",
                 message_id, "slow retry" if slow else f"all {attempt} attempts", reason, res.settings.slow_retry)
     return None

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from pymongo.database import Database
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 
-from core import counters
+from core import metrics
 from core.defaults import SWEEP_BATCH, SWEEP_QUEUE
 from jobs import context, leases, messages
 from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
@@ -78,9 +79,13 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type:
         _enqueue_page(db, enqueuer, page, result, batch)
     result.seconds = time.monotonic() - started
     connection = enqueuer.queue.connection
-    counters.incr(connection, "sweeps_run")
-    counters.incr(connection, "sweep_examined", result.examined)
-    counters.incr(connection, "sweep_enqueued", result.enqueued)
+    with connection.pipeline(transaction=False) as pipe:
+        metrics.SWEEPS.inc(pipe)
+        metrics.SWEEP_EXAMINED.inc(pipe, result.examined)
+        metrics.SWEEP_ENQUEUED.inc(pipe, result.enqueued)
+        with contextlib.suppress(redis.RedisError):
+            pipe.execute()
+    metrics.SWEEP_DURATION.observe(connection, result.seconds)
     if result.enqueued or result.outcomes["failed"]:
         log.info("sweep: %s", result.as_dict())
     else:
@@ -136,7 +141,7 @@ def run_sweep() -> dict[str, Any]:
     queue = status_queue(res.redis)
     waiting = queue.count
     if waiting >= WAITING_JOBS:
-        counters.incr(res.redis, "sweeps_deferred")
+        metrics.SWEEPS_DEFERRED.inc(res.redis)
         _sweep_again(res.redis, later=True)
         log.debug("sweep deferred: %d status jobs already waiting", waiting)
         return {"deferred": True, "waiting": waiting}

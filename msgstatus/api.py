@@ -13,43 +13,20 @@ from typing import Any
 
 import pymongo
 import redis
-from rq import Queue
+from pymongo.database import Database
 
-from core import counters
-from core.defaults import QUEUE, SWEEP_BATCH
+from core import metrics
+from core.defaults import SWEEP_BATCH
 from core.settings import ConfigError, Settings
 from jobs import messages
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import sweep
+from msgstatus.measure import gauges
 
 log = logging.getLogger(__name__)
 
 TRIGGER_PATH = "/api/trigger/conversations/support-message-status"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-COUNTER_HELP = {
-    "jobs_delivered": "Status jobs that marked a message delivered.",
-    "jobs_undelivered": "Status jobs that marked a message not delivered (delivered: false).",
-    "jobs_failed": "Status jobs that failed for good on bad data (in RQ's failed registry, message parked).",
-    "jobs_retried": "Status job attempts that failed for an outside cause and were scheduled again.",
-    "jobs_held": "Messages whose attempts failed for an outside cause and now wait for a slow retry.",
-    "jobs_waiting": "Status jobs that found no communication log yet.",
-    "jobs_skipped": "Status jobs for messages already decided or claimed.",
-    "change_events_messages": "Change events received on support_messages.",
-    "change_events_communications": "Change events received on communications.",
-    "bad_events": "Change events skipped because they name no message.",
-    "message_events_before_their_log": "Message inserts not enqueued: no log yet (the log's insert brings them).",
-    "batches_run": "Batch jobs run (messages that arrived together).",
-    "batched_messages": "Messages that went through batch jobs.",
-    "sweeps_run": "Sweeps run.",
-    "sweep_examined": "Messages sweeps looked at.",
-    "sweep_enqueued": "Status jobs sweeps enqueued.",
-    "claims_taken_over": "Claims taken over because their job had died or their lease ran out.",
-    "history_lost_recoveries": "Times a stream restarted from now because its token could not resume.",
-    "catch_up_sweeps": "Catch-up sweeps the watcher enqueued.",
-    "stream_reconnects": "Reconnections of a change stream after an error.",
-}
-
 
 def sweep_now(settings: Settings, connection: redis.Redis) -> dict[str, Any]:
     """One sweep in this process (the manual trigger); what it found and enqueued."""
@@ -60,28 +37,9 @@ def sweep_now(settings: Settings, connection: redis.Redis) -> dict[str, Any]:
         return sweep(db, Enqueuer(status_queue(connection)), SWEEP_BATCH).as_dict()
 
 
-def prometheus(connection: redis.Redis) -> str:
+def prometheus(settings: Settings, connection: redis.Redis, db: Database) -> str:  # type: ignore[type-arg]
     """The metrics in Prometheus's text format."""
-    values = counters.read(connection)
-    lines = []
-    for name, help_text in COUNTER_HELP.items():
-        metric = f"msgstatus_{name}_total"
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter", f"{metric} {values.get(name, 0)}"]
-    queue = Queue(QUEUE, connection=connection)
-    for name, value, help_text in (
-        ("queue_waiting", queue.count, "Status jobs waiting in the queue."),
-        ("queue_failed", queue.failed_job_registry.count, "Status jobs in the failed registry."),
-    ):
-        lines += [f"# HELP msgstatus_{name} {help_text}", f"# TYPE msgstatus_{name} gauge", f"msgstatus_{name} {value}"]
-    latency = counters.read_latency(connection)
-    metric = "msgstatus_insert_to_emit_seconds"
-    lines += [f"# HELP {metric} Time from a communication's insert to its emit.", f"# TYPE {metric} histogram"]
-    cumulative = 0.0
-    for bound in [f"{b:g}" for b in counters.LATENCY_BUCKETS] + ["+Inf"]:
-        cumulative += latency.get(bound, 0.0)
-        lines.append(f'{metric}_bucket{{le="{bound}"}} {int(cumulative)}')
-    lines += [f"{metric}_sum {latency.get('sum', 0.0)}", f"{metric}_count {int(latency.get('count', 0))}"]
-    return "\n".join(lines) + "\n"
+    return metrics.render(metrics.read(connection), gauges(settings, connection, db))
 
 
 class ApiServer:
@@ -95,6 +53,9 @@ class ApiServer:
             )
         self.settings, self.trigger_token = settings, trigger_token
         self.redis = redis.Redis.from_url(settings.redis_url)
+        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            settings.mongo_url, serverSelectionTimeoutMS=3000, socketTimeoutMS=5000)
+        self.db = self.client[settings.database]
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
 
@@ -111,6 +72,7 @@ class ApiServer:
             self.server.serve_forever()
         finally:
             self.server.server_close()
+            self.client.close()
             self.redis.close()
 
     def _authorized(self, header: str | None) -> bool:
@@ -133,7 +95,7 @@ class ApiServer:
 
             def do_GET(self) -> None:
                 if self.path == "/metrics":
-                    self._send(200, prometheus(api.redis), "text/plain; version=0.0.4")
+                    self._send(200, prometheus(api.settings, api.redis, api.db), "text/plain; version=0.0.4")
                 elif self.path == "/healthz":
                     self._send(200, '{"ok": true}')
                 else:

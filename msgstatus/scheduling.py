@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from jobs import messages
 from jobs.queueing import status_queues
 from jobs.retries import move_due
 from jobs.sweep import run_sweep
+from watcher import roles
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class SweepScheduler(Scheduler):  # type: ignore[misc]
         super().__init__(queue_name=SWEEP_QUEUE, connection=connection, interval=1)
         self.settings = settings
         self.status_queues = status_queues(connection)
+        self.owner = f"scheduler-{uuid.uuid4().hex}"
 
     def schedule_sweep(self) -> None:
         """(Re)schedule the sweep every SWEEP_INTERVAL seconds, starting now."""
@@ -81,6 +84,8 @@ class SweepScheduler(Scheduler):  # type: ignore[misc]
             self.schedule_sweep()
         # Status-job retries too: this process is what moves them (jobs.retries), every second.
         released = sum(move_due(queue) for queue in self.status_queues)
+        if self.settings.sweep_only:  # configured without a watcher: the sweep alone finds messages
+            roles.announce(self.connection, self.owner, "sweep_only")
         if released:
             log.debug("scheduler: %d due retries enqueued", released)
         return super().enqueue_jobs()

@@ -9,7 +9,7 @@ import redis
 from pymongo.database import Database
 from rq import Queue
 
-from core import counters
+from core import metrics
 from core.defaults import QUEUE
 from core.settings import Settings
 from jobs import messages
@@ -88,7 +88,7 @@ def collect(
         },
         "streams": streams,
         "sweep_only": sweep_only,
-        "counters": counters.read(connection),
+        "metrics": metrics.read(connection),
     }
     problems = []
     if not sweep_only:

@@ -11,7 +11,7 @@ import redis
 from bson import ObjectId
 from rq import Queue
 
-from core import counters
+from core import metrics
 from core.defaults import QUEUE
 from jobs.messages import HOLD
 from jobs.queueing import job_id
@@ -63,7 +63,7 @@ def test_a_communication_with_a_malformed_conv_message_id_is_skipped_with_a_coun
     db = running
     cid = db.communications.insert_one({"conv_message_id": value, "account_id": ObjectId(), "success": True})
     r = redis.Redis.from_url(service.redis_url)
-    wait_until(lambda: counters.read(r).get("bad_events", 0) >= 1, 20, "the bad event to be counted")
+    wait_until(lambda: metrics.value(r, metrics.BAD_EVENTS) >= 1, 20, "the bad event to be counted")
     r.close()
     log = "\n".join(p.read_text() for p in service.logs)
     assert f"communication {cid.inserted_id}" in log and "skipped an event" in log
@@ -74,7 +74,7 @@ def test_a_communication_without_conv_message_id_is_skipped_too(service, running
     db = running
     db.communications.insert_one({"account_id": ObjectId(), "success": True})
     r = redis.Redis.from_url(service.redis_url)
-    wait_until(lambda: counters.read(r).get("bad_events", 0) >= 1, 20, "the bad event to be counted")
+    wait_until(lambda: metrics.value(r, metrics.BAD_EVENTS) >= 1, 20, "the bad event to be counted")
     r.close()
     a_good_pair_still_goes_through(db, receiver)
 
@@ -84,7 +84,7 @@ def test_a_communication_for_a_message_that_does_not_exist_is_skipped(service, r
     ghost = ObjectId()
     factories.communication(db, ghost)
     r = redis.Redis.from_url(service.redis_url)
-    wait_until(lambda: counters.read(r).get("jobs_skipped", 0) >= 1, 20, "the skipped job")
+    wait_until(lambda: metrics.value(r, metrics.NOT_DECIDED, reason="not_free") >= 1, 20, "the skipped job")
     r.close()
     assert db.support_messages.count_documents({}) == 0 and not receiver.emits
     assert not failed_ids(service)
@@ -128,7 +128,7 @@ def test_a_message_the_emit_cannot_be_made_for_fails_at_once_parked_and_otherwis
     r = redis.Redis.from_url(service.redis_url)
     job = Queue(QUEUE, connection=r).fetch_job(job_id(str(mid)))
     assert reason in job.latest_result().exc_string
-    assert job.retries_left is None and counters.read(r).get("jobs_retried", 0) == 0
+    assert job.retries_left is None and metrics.value(r, metrics.RETRIES, schedule="fast") == 0
     r.close()
     # The sweep leaves it to an operator without looking at it: no retry storm.
     sweep = json.loads(service.run("sweep", "--once").stdout)

@@ -6,7 +6,7 @@ import time
 
 from rq.job import Job
 
-from core import counters
+from core import metrics
 from jobs.queueing import Enqueuer, job_id, mark
 from tests import factories
 from tests.waiting import wait_until
@@ -37,9 +37,11 @@ def test_messages_arriving_together_are_decided_in_batch_jobs_with_one_emit_each
     # Then each was emitted once, by 3 jobs, and no mark is left
     wait_until(lambda: len(receiver.emits) >= 120, 5, "the emits")
     assert sorted(e.message_id for e in receiver.emits) == sorted(str(m) for m in mids)
-    seen = wait_until(lambda: (c := counters.read(queue.connection)).get("batches_run") == 3 and c, 5,
+    r = queue.connection
+    wait_until(lambda: metrics.value(r, metrics.BATCHES) == 3, 5,
                       "the three batch jobs to count what they did")
-    assert seen["batched_messages"] == 120 and seen["jobs_delivered"] == 120
+    assert metrics.value(r, metrics.BATCHED) == 120
+    assert metrics.value(r, metrics.DECIDED, delivered="true") == 120
     assert not any(queue.connection.exists(mark(str(m))) for m in mids)
 
 
@@ -58,7 +60,8 @@ def test_a_failed_and_a_slow_emit_in_a_batch_leave_their_neighbours_alone(servic
     at = {e.message_id: e.received for e in receiver.emits}
     others = [str(m) for m in mids if str(m) not in (failing, slow)]
     assert all(at[m] < at[slow] for m in others), "a neighbour waited for the slow emit"
-    wait_until(lambda: counters.read(queue.connection).get("jobs_retried") == 1, 5, "the one retry counted")
+    retries = lambda: metrics.value(queue.connection, metrics.RETRIES, schedule="fast")  # noqa: E731
+    wait_until(lambda: retries() == 1, 5, "the one retry counted")
     emitted = [e.message_id for e in receiver.emits]
     assert sorted(emitted) == sorted(str(m) for m in mids), "a neighbour was emitted again"
 

@@ -11,7 +11,7 @@ import redis
 from rq import Worker
 from rq.job import Job, JobStatus
 
-from core import counters
+from core import metrics
 from jobs import messages
 from jobs.messages import CLAIM, HOLD
 from jobs.queueing import FINAL, JOB_FUNCTION, Enqueuer, job_id
@@ -93,11 +93,11 @@ def test_a_message_with_bad_data_stays_in_the_failed_registry_and_no_sweep_touch
     Enqueuer(queue).enqueue(str(mid))
     wait_until(lambda: job_id(str(mid)) in queue.failed_job_registry.get_job_ids(), 20, "the job to fail")
     # Then it is parked, named in the failed registry, and the sweeps that follow leave it there untouched
-    before = counters.read(queue.connection)
-    wait_until(lambda: counters.read(queue.connection).get("sweeps_run", 0) >= before.get("sweeps_run", 0) + 3, 20,
+    r = queue.connection
+    sweeps, examined = metrics.value(r, metrics.SWEEPS), metrics.value(r, metrics.SWEEP_EXAMINED)
+    wait_until(lambda: metrics.value(r, metrics.SWEEPS) >= sweeps + 3, 20,
                "three more sweeps")
-    after = counters.read(queue.connection)
-    assert after.get("sweep_examined", 0) == before.get("sweep_examined", 0), "a sweep looked at the parked message"
+    assert metrics.value(r, metrics.SWEEP_EXAMINED) == examined, "a sweep looked at the parked message"
     assert job_id(str(mid)) in queue.failed_job_registry.get_job_ids() and queue.count == 0
     doc = db.support_messages.find_one({"_id": mid})
     assert doc[HOLD]["kind"] == "parked" and "no account_id" in doc[HOLD]["error"]
@@ -128,7 +128,7 @@ def test_a_requeued_job_starts_a_fresh_set_of_attempts(service, db, queue, recei
     doc = wait_until(lambda: decided(db, mid), 30, "the requeued message to be decided")
     assert doc["delivered"] is True and HOLD not in doc
     assert receiver.requests == 6
-    assert counters.read(queue.connection).get("jobs_held", 0) == 0
+    assert metrics.value(queue.connection, metrics.RETRIES, schedule="slow") == 0
     assert queue.failed_job_registry.count == 0
 
 
@@ -171,7 +171,7 @@ def test_a_worker_killed_mid_job_has_its_message_decided_within_15_seconds_at_de
     doc = wait_until(lambda: decided(db, mid), 15, "the killed worker's message to be decided")
     print(f"decided {time.monotonic() - killed:.1f}s after the kill")
     assert doc["delivered"] is True and CLAIM not in doc
-    assert counters.read(queue.connection).get("claims_taken_over", 0) == 1
+    assert metrics.value(queue.connection, metrics.TAKEOVERS) == 1
 
 
 def test_a_nine_second_emit_keeps_its_message_and_is_not_duplicated(service, db, queue, receiver):
@@ -187,7 +187,7 @@ def test_a_nine_second_emit_keeps_its_message_and_is_not_duplicated(service, db,
     # Then it was made once: no sweep took the message from its slow but living job
     assert doc["delivered"] is True
     assert receiver.requests == 1 and len(receiver.emits_for(str(mid))) == 1
-    assert counters.read(queue.connection).get("claims_taken_over", 0) == 0
+    assert metrics.value(queue.connection, metrics.TAKEOVERS) == 0
 
 
 def test_every_emit_carries_an_idempotency_key_naming_the_message_and_its_log(service, db, queue, receiver):
@@ -224,7 +224,7 @@ def test_the_database_stopped_mid_job_schedules_a_retry_that_decides_the_message
         relay.close()
     assert doc["delivered"] is True
     assert queue.failed_job_registry.count == 0
-    assert counters.read(queue.connection).get("jobs_retried", 0) >= 1
+    assert metrics.value(queue.connection, metrics.RETRIES, schedule="fast") >= 1
 
 
 def test_a_connection_dropped_while_a_retry_moves_leaves_no_orphan_and_the_message_is_decided(

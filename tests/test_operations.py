@@ -45,7 +45,7 @@ def test_status_is_healthy_with_an_active_watcher_and_reports_queue_and_streams(
     assert report["messages"]["tracked_waiting"] == 1
     assert report["messages"]["oldest_waiting_age_seconds"] >= 0
     assert report["streams"]["communications"]["last_event_age_seconds"] is not None
-    assert report["counters"]["jobs_delivered"] == 1
+    assert report["metrics"]['msgstatus_messages_decided_total{delivered="true"}'] == 1
     assert "health:    OK" in status(service)[1]
 
 
@@ -89,17 +89,17 @@ def metric(text: str, name: str) -> float:
 def test_metrics_counters_move_after_a_delivery(service, client, receiver):
     url = api_server(service)
     before = httpx.get(f"{url}/metrics").text
-    assert metric(before, "msgstatus_jobs_delivered_total") == 0
+    assert metric(before, 'msgstatus_messages_decided_total{delivered="true"}') == 0
     service.spawn("watch")
     service.spawn("work")
     db = client[service.database]
     wait_until(lambda: status(service)[0] == 0, 30, "an active watcher")
     mid = factories.message(db)
     factories.communication(db, mid)
-    wait_until(lambda: metric(httpx.get(f"{url}/metrics").text, "msgstatus_jobs_delivered_total") == 1, 20,
-               "the delivered counter")
+    delivered = 'msgstatus_messages_decided_total{delivered="true"}'
+    wait_until(lambda: metric(httpx.get(f"{url}/metrics").text, delivered) == 1, 20, "the delivered counter")
     after = httpx.get(f"{url}/metrics").text
-    assert metric(after, "msgstatus_change_events_communications_total") >= 1
+    assert metric(after, 'msgstatus_change_events_total{stream="communications"}') >= 1
     assert metric(after, "msgstatus_insert_to_emit_seconds_count") == 1
     assert metric(after, 'msgstatus_insert_to_emit_seconds_bucket{le="+Inf"}') == 1
     assert "# TYPE msgstatus_insert_to_emit_seconds histogram" in after

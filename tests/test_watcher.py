@@ -12,7 +12,7 @@ import pymongo
 import pytest
 import redis
 
-from core import counters
+from core import metrics
 from core.defaults import SWEEP_QUEUE
 from tests import factories
 from tests.conftest import HOST, SECRET, Service, start_mongo
@@ -102,7 +102,7 @@ def test_a_token_the_server_rejects_gives_a_warning_a_catch_up_sweep_and_loses_n
     service.spawn("watch")
     service.spawn("work")
     wait_until(lambda: all_decided(db, missed), 30, "the catch-up sweep's deliveries")
-    assert counters.read(r)["history_lost_recoveries"] >= 2
+    assert metrics.value(r, metrics.HISTORY_LOST) >= 2
     assert store.load("communications") != {"_data": "ff" * 16}
     later = pairs(db, 3)
     wait_until(lambda: all_decided(db, later), 20, "events after the recovery")

@@ -18,12 +18,13 @@ from pymongo.errors import OperationFailure, PyMongoError
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 
-from core import counters
+from core import metrics
 from core.defaults import SWEEP_QUEUE
 from core.settings import Settings
 from jobs import messages
 from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
 from jobs.sweep import run_sweep
+from watcher import roles
 from watcher.lock import LeaderLock
 from watcher.stream import STREAMS, BadEvent, StreamSpec, has_no_change_streams, is_history_lost
 from watcher.tokens import TokenStore
@@ -97,6 +98,7 @@ class Watcher:
         self.threads: list[threading.Thread] = []
         self.term = 0
         self.lead_until = 0.0
+        self.sweep_only = False  # the server answered that it has no change streams
 
     # -- process ---------------------------------------------------------------
 
@@ -141,7 +143,13 @@ class Watcher:
                 self._begin_term()
             elif not leader and self.leading.is_set():
                 self._lose_lead()
+            roles.announce(self.redis, self.lock.owner, self._role())
             self.stopping.wait(RENEW_EVERY)
+
+    def _role(self) -> roles.Role:
+        if not self.leading.is_set():
+            return "standby"
+        return "sweep_only" if self.sweep_only else "active"
 
     def _begin_term(self) -> None:
         """Start this term's streams, once the previous term's have ended."""
@@ -179,6 +187,7 @@ class Watcher:
     def _release(self) -> None:
         with contextlib.suppress(redis.RedisError):
             self.lock.release()
+        roles.withdraw(self.redis, self.lock.owner)
 
     def _set_state(self, mode: str) -> None:
         with contextlib.suppress(redis.RedisError), self.redis.pipeline() as pipe:
@@ -222,6 +231,7 @@ class Watcher:
             options["resume_after"] = token
         with self.db[spec.collection].watch(spec.pipeline, **options) as stream:
             log.info("stream %s open (%s)", spec.name, "resumed" if token else "from now")
+            self.sweep_only = False
             saved, saved_at = token, time.monotonic()
             while self._running(term):
                 change = stream.try_next()
@@ -242,24 +252,24 @@ class Watcher:
                     self.tokens.save(spec.name, token, time.time() if change is not None else None)
 
     def _handle(self, spec: StreamSpec, changes: list[dict[str, Any]]) -> None:
-        counters.incr(self.redis, f"change_events_{spec.name}", len(changes))
+        metrics.CHANGE_EVENTS.inc(self.redis, len(changes), stream=spec.name)
         ids = []
         for change in changes:
             try:
                 ids.append(spec.message_id(change))
             except (BadEvent, KeyError, TypeError) as error:
-                counters.incr(self.redis, "bad_events")
+                metrics.BAD_EVENTS.inc(self.redis)
                 log.warning("stream %s: skipped an event: %s", spec.name, error)
         if spec.only_with_log and ids:
             oids = [ObjectId(mid) for mid in ids if ObjectId.is_valid(mid)]
             named = {str(oid) for oid in messages.with_communication(self.db, oids)}
-            counters.incr(self.redis, "message_events_before_their_log", len(oids) - len(named))
+            metrics.BEFORE_LOG.inc(self.redis, len(oids) - len(named))
             ids = [mid for mid in ids if mid in named or not ObjectId.is_valid(mid)]  # the job names a bad id
         outcomes = self.enqueuer.enqueue_many(ids)
         log.debug("stream %s: %d events: %s", spec.name, len(changes), dict(outcomes))
 
     def _recover_history_lost(self, spec: StreamSpec, error: OperationFailure) -> None:
-        counters.incr(self.redis, "history_lost_recoveries")
+        metrics.HISTORY_LOST.inc(self.redis)
         log.warning(
             "stream %s: the server cannot resume from the stored token (%s); starting from now "
             "and running a catch-up sweep", spec.name, error,
@@ -268,7 +278,7 @@ class Watcher:
 
     def _catch_up(self, spec: StreamSpec, reason: str) -> None:
         """One sweep at once, for what happened while nobody watched."""
-        counters.incr(self.redis, "catch_up_sweeps")
+        metrics.CATCH_UPS.inc(self.redis)
         log.warning("stream %s: %s; enqueuing a catch-up sweep", spec.name, reason)
         with contextlib.suppress(DuplicateJobError):  # one waiting catch-up sweep serves both streams
             Queue(SWEEP_QUEUE, connection=self.redis).enqueue(
@@ -276,7 +286,8 @@ class Watcher:
             )
 
     def _sweep_only(self, spec: StreamSpec, error: OperationFailure, term: int) -> None:
-        counters.incr(self.redis, "no_change_streams")
+        metrics.NO_CHANGE_STREAMS.inc(self.redis)
+        self.sweep_only = True
         self._set_state("sweep-only")
         log.error(
             "stream %s: this MongoDB offers no change streams (%s). Running sweep-only: messages are "
@@ -287,7 +298,7 @@ class Watcher:
 
     def _wait_to_reconnect(self, spec: StreamSpec, error: Exception, backoff: Backoff, term: int) -> None:
         delay = backoff.next()
-        counters.incr(self.redis, "stream_reconnects")
+        metrics.RECONNECTS.inc(self.redis)
         log.warning("stream %s: %s: %s; reconnecting in %.1fs", spec.name, type(error).__name__, error, delay)
         self._pause(delay, term)
 
