@@ -100,7 +100,7 @@ def _one(enqueuer: Enqueuer, oid: ObjectId, token: str, communication: dict[str,
             delay = after_outside_failure(str(oid), oid, token, messages.waits_for_slow_retry(hold), 1, error)
             if delay is None:
                 return "held"
-            enqueuer.schedule_retry(str(oid), 1, delay)
+            enqueuer.schedule_retry(str(oid), 1, delay, f"{type(error).__name__}: {error}")
         except Exception:  # the database or Redis is away too: the next sweep finds it
             log.warning("message %s: its next attempt could not be arranged; the next sweep finds it", oid)
             return "lost-to-sweep"

@@ -22,6 +22,9 @@ HOLD = "status_hold"
 """Field marking a message the sweep leaves alone: {kind: "retry", until, since, attempts, error} while it
 waits for its next slow retry, {kind: "parked", since, error} when its data needs an operator."""
 
+DECIDED_AT = "status_decided_at"
+"""When msgstatus wrote the message's decision."""
+
 SEED_FLAG = "status_queue_in_progress"
 """The polling job's lock flag: a decision removes it, so no document keeps a stale one."""
 
@@ -235,13 +238,14 @@ def decide(
 
     A delivery sets ``delivered: true`` and ``metadata.communication_id`` (a missing or non-object
     ``metadata`` becomes ``{communication_id}``, as the seed's update made it); a failure sets
-    ``delivered: false`` only.
+    ``delivered: false`` and leaves ``metadata`` alone. Both record when (``DECIDED_AT``).
     """
     ours = {"_id": message_id, "delivered": {"$exists": False}, f"{CLAIM}.token": token}
     drop = {"$unset": {CLAIM: "", HOLD: "", SEED_FLAG: ""}}
     if not is_delivery(communication.get("success")):
         return db[MESSAGES].find_one_and_update(
-            ours, {"$set": {"delivered": False}, **drop}, return_document=ReturnDocument.AFTER, session=session
+            ours, {"$set": {"delivered": False, DECIDED_AT: now()}, **drop},
+            return_document=ReturnDocument.AFTER, session=session,
         )
     cid = communication["_id"]
     shapes: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
@@ -250,7 +254,7 @@ def decide(
     )
     for condition, changes in shapes:
         updated = db[MESSAGES].find_one_and_update(
-            {**ours, **condition}, {"$set": {"delivered": True, **changes}, **drop},
+            {**ours, **condition}, {"$set": {"delivered": True, DECIDED_AT: now(), **changes}, **drop},
             return_document=ReturnDocument.AFTER, session=session,
         )
         if updated is not None:

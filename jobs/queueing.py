@@ -39,6 +39,9 @@ MARK_TTL = 3600
 FINAL = "msgstatus_final"
 """Job meta flag: the job itself concluded that it failed (as opposed to dying with its worker)."""
 
+LAST_ERROR = "msgstatus_last_error"
+"""Job meta: why the job's last attempt failed (for ``msgstatus explain``)."""
+
 FAILURE_TTL = 7 * 24 * 3600
 """Seconds a failed job stays in RQ's failed registry."""
 
@@ -179,13 +182,14 @@ class Enqueuer:
         )
         return len(message_ids)
 
-    def schedule_retry(self, message_id: str, attempts_made: int, delay: int) -> None:
+    def schedule_retry(self, message_id: str, attempts_made: int, delay: int, error: str = "") -> None:
         """Give a message its own job, to run in ``delay`` seconds as attempt ``attempts_made + 1``."""
         job = self.queue.create_job(
             JOB_FUNCTION, args=(message_id,), job_id=job_id(message_id), result_ttl=0, failure_ttl=FAILURE_TTL,
             description=f"delivery status of message {message_id}",
         )
         job.number_of_retries = attempts_made
+        job.meta[LAST_ERROR] = error
         with contextlib.suppress(DuplicateJobError):  # it has a job of its own already, which will run
             self.queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay), unique=True)
 

@@ -31,7 +31,7 @@ from core import metrics
 from jobs import context, leases, messages, wakeup
 from jobs.emit import emit_update
 from jobs.errors import BadMessage, RetryableError
-from jobs.queueing import FINAL
+from jobs.queueing import FINAL, LAST_ERROR
 from jobs.retries import retry_delay
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,10 @@ def _later(
     """After a failure from outside the message: a fast retry, or the message waits for its slow retry."""
     job = get_current_job()
     attempt = (job.number_of_retries or 0) + 1 if job else 1
+    if job is not None:
+        with contextlib.suppress(Exception):  # a note for operators; never in the way of the retry
+            job.meta[LAST_ERROR] = f"{type(error).__name__}: {error}"[: messages.ERROR_SHOWN]
+            job.save_meta()
     delay = after_outside_failure(message_id, oid, token, lease is not None and lease.slow_retry, attempt, error)
     if delay is None:
         return "held"

@@ -1,4 +1,5 @@
-"""``msgstatus api``: Prometheus metrics, a health check, and the manual trigger (with QM_HOOKS)."""
+"""``msgstatus api``: Prometheus metrics, a health check, ``explain`` over HTTP, and the manual trigger
+(with QM_HOOKS)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import pymongo
 import redis
+from bson import ObjectId
 from pymongo.database import Database
 
 from core import metrics
@@ -21,11 +23,14 @@ from core.settings import ConfigError, Settings
 from jobs import messages
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import sweep
+from msgstatus.explain import UNKNOWN, explain
 from msgstatus.measure import gauges
 
 log = logging.getLogger(__name__)
 
 TRIGGER_PATH = "/api/trigger/conversations/support-message-status"
+MESSAGES_PATH = "/api/messages/"
+"""``GET /api/messages/<id>``: ``msgstatus explain`` as JSON (200 decided or not, 404 no such message, 400 bad id)."""
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def sweep_now(settings: Settings, connection: redis.Redis) -> dict[str, Any]:
@@ -52,6 +57,7 @@ class ApiServer:
                 "that the manual trigger needs `Authorization: Bearer <token>`"
             )
         self.settings, self.trigger_token = settings, trigger_token
+        self.public = host not in LOOPBACK
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
             settings.mongo_url, serverSelectionTimeoutMS=3000, socketTimeoutMS=5000)
@@ -96,10 +102,23 @@ class ApiServer:
             def do_GET(self) -> None:
                 if self.path == "/metrics":
                     self._send(200, prometheus(api.settings, api.redis, api.db), "text/plain; version=0.0.4")
+                elif self.path.startswith(MESSAGES_PATH):
+                    self._explain(self.path.removeprefix(MESSAGES_PATH))
                 elif self.path == "/healthz":
                     self._send(200, '{"ok": true}')
                 else:
                     self._send(404, '{"error": "not found"}')
+
+            def _explain(self, message_id: str) -> None:
+                # Message and account ids are for operators: beyond loopback only with the trigger's token.
+                if api.public and not api.trigger_token:
+                    self._send(403, '{"error": "listening beyond loopback: set TRIGGER_TOKEN to allow this"}')
+                elif not api._authorized(self.headers.get("authorization")):
+                    self._send(401, '{"error": "a valid Authorization: Bearer <TRIGGER_TOKEN> is required"}')
+                else:
+                    report = explain(api.settings, api.redis, api.db, message_id)
+                    status = 200 if report["exit"] != UNKNOWN else (404 if ObjectId.is_valid(message_id) else 400)
+                    self._send(status, json.dumps(report))
 
             def do_POST(self) -> None:
                 if self.path != TRIGGER_PATH:

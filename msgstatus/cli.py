@@ -205,6 +205,29 @@ def status(as_json: bool, max_token_age: float, max_slow_retry_age: float) -> No
 
 
 @main.command()
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def explain(message_id: str, as_json: bool) -> None:
+    """Why a message has its tick, or why not yet: exit 0 decided, 1 not yet, 2 no such message or bad id."""
+    import pymongo
+    import redis as redis_lib
+
+    from msgstatus.explain import explain as explain_message
+    from msgstatus.explain import render
+
+    settings = load_settings("explain")
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
+    try:
+        with client, redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=3) as r:
+            report = explain_message(settings, r, client[settings.database], message_id)
+    except (pymongo.errors.PyMongoError, redis_lib.RedisError) as error:
+        click.echo(f"cannot reach {type(error).__module__.split('.')[0]}: {error}", err=True)
+        sys.exit(3)
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
+    sys.exit(report["exit"])
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9187, show_default=True, type=int, help="Port to listen on.")
 def api(host: str, port: int) -> None:

@@ -72,9 +72,9 @@ def test_status_lists_failed_jobs_by_message_id(service, client, receiver):
     wait_until(lambda: db.support_messages.find_one({"_id": mid}).get("delivered") is True, 20, "the requeued job")
 
 
-def api_server(service, **env):
+def api_server(service, host: str = "127.0.0.1", **env):
     port = free_port()
-    process = service.spawn("api", "--port", str(port), **env)
+    process = service.spawn("api", "--host", host, "--port", str(port), **env)
     wait_for_port("127.0.0.1", port, 30, process)
     return f"http://127.0.0.1:{port}"
 
