@@ -5,12 +5,15 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3 2>/dev/null)
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+PROMTOOL := .tools/promtool
 
-.PHONY: install install-node demo test lint bench bench-embedded bench-healing chaos clean
+.PHONY: install install-node install-promtool demo test lint bench bench-embedded bench-healing chaos clean
 
 install: $(STAMP)
 
 install-node: $(NODE_STAMP)
+
+install-promtool: $(PROMTOOL)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { \
@@ -27,10 +30,21 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+# promtool, for the alert rules' unit tests and the metrics lint: the binary from Debian's prometheus
+# package, extracted here (no daemon, nothing installed system-wide).
+$(PROMTOOL):
+	@command -v apt-get >/dev/null || { echo "make test needs promtool: put it at $(PROMTOOL) (apt-get is not here)." >&2; exit 1; }
+	rm -rf .tools/deb && mkdir -p .tools/deb
+	cd .tools/deb && apt-get download prometheus 2>&1 | grep -v "^W: Download is performed unsandboxed" || true
+	dpkg -x .tools/deb/prometheus_*.deb .tools/deb/root
+	cp .tools/deb/root/usr/bin/promtool $(PROMTOOL)
+	rm -rf .tools/deb
+	$(PROMTOOL) --version | head -1
+
 demo: install
 	$(PY) -m msgstatus demo
 
-test: install install-node lint
+test: install install-node install-promtool lint
 	$(PY) -m pytest
 
 lint: install
@@ -52,4 +66,4 @@ chaos: install
 	$(PY) -m bench.chaos
 
 clean:
-	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

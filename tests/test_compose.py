@@ -56,3 +56,16 @@ def test_the_mongo_url_in_compose_names_the_replica_set_and_the_dashboard_is_pub
     services = msgstatus_services()
     assert "replicaSet=rs0" in services["watcher"]["environment"]["MONGO_DB_URL"]
     assert all(port.startswith("127.0.0.1:") for port in services["dashboard"]["ports"])
+
+
+def test_prometheus_scrapes_the_api_service_with_the_shipped_alert_rules():
+    services = compose()["services"]
+    api = msgstatus_services()["api"]
+    port = api["command"][api["command"].index("--port") + 1]
+    config = yaml.safe_load((ROOT / "prometheus.yml").read_text())
+    (target,) = config["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert target == f"api:{port}"
+    mounts = {volume.split(":")[1] for volume in services["prometheus"]["volumes"] if volume.startswith("./")}
+    assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/alerts.yml"} <= mounts
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert all(port.startswith("127.0.0.1:") for port in services["prometheus"]["ports"] + api["ports"])

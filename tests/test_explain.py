@@ -37,7 +37,8 @@ def test_a_message_outside_the_seeds_query_names_the_conditions_that_leave_it_ou
     mid = factories.message(db, sender_type="agent", source="chat")
     code, report = explain(service, mid)
     assert code == 1 and report["tracked"] is False
-    assert report["left_out_by"] == ["sender_type is 'agent', not 'conversation'", "source is 'chat', not 'sms' or 'email'"]
+    assert report["left_out_by"] == [
+        "sender_type is 'agent', not 'conversation'", "source is 'chat', not 'sms' or 'email'"]
     assert report["sweep"] == "never: it is not tracked"
 
 
