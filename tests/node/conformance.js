@@ -118,12 +118,13 @@ const steps = {
     assert.equal((await SupportMessage.findById(state.message._id)).content, 'in transaction 2');
   },
   async 'Model.watch sees an insert'({ Communication }) {
-    const stream = Communication.watch([], { fullDocument: 'updateLookup' });
+    const stream = Communication.watch([], { fullDocument: 'updateLookup', maxAwaitTimeMS: 100 });
     try {
-      const next = stream.next();
-      await new Promise((resolve) => setTimeout(resolve, 200)); // the stream's aggregate is under way
+      // Open the stream (its aggregate) before the insert: a stream starts from the moment it opens.
+      await stream.$driverChangeStreamPromise;
+      assert.equal(await stream.driverChangeStream.tryNext(), null);
       const log = await Communication.create({ conv_message_id: new mongoose.Types.ObjectId(), success: false });
-      const change = await next;
+      const change = await stream.next();
       assert.equal(change.operationType, 'insert');
       assert.equal(String(change.documentKey._id), String(log._id));
       assert.equal(change.fullDocument.success, false);
