@@ -10,10 +10,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import click
+import httpx
 from bson import ObjectId
 
+from embedded.processes import free_port
 from msgstatus.harness import RunningService
 from msgstatus.receiver import Emit
+
+SHOWN_METRICS = ("msgstatus_messages_decided_total", "msgstatus_checks_without_decision_total",
+                 "msgstatus_job_failures_total", "msgstatus_oldest_undecided_message_age_seconds",
+                 "msgstatus_watchers")
+"""The /metrics lines the demo ends with."""
 
 SCENARIOS = (("ok", 0.6), ("failed", 0.15), ("no-log", 0.1), ("comm-first", 0.15))
 """What the traffic generator writes, and how often."""
@@ -87,7 +94,8 @@ def summary(tally: Tally) -> str:
 
 
 def run_demo(seconds: float, rate: float, workers: int) -> None:
-    service = RunningService(["--workers", str(workers), "--api-port", "0"])
+    api_port = free_port()
+    service = RunningService(["--workers", str(workers), "--api-port", str(api_port)])
     tally = Tally()
     click.echo(f"msgstatus demo: starting the service on the embedded default ({workers} workers) ...")
     try:
@@ -112,5 +120,20 @@ def run_demo(seconds: float, rate: float, workers: int) -> None:
         except KeyboardInterrupt:
             click.echo("\ninterrupted")
         click.echo("\n" + summary(tally))
+        _show_operator_view(f"http://127.0.0.1:{api_port}", tally)
     finally:
         service.stop()
+
+
+def _show_operator_view(api: str, tally: Tally) -> None:
+    """What an operator sees: a few /metrics lines, and ``explain`` for a message still without a tick."""
+    try:
+        lines = httpx.get(f"{api}/metrics", timeout=5).text.splitlines()
+        click.echo(f"\n{api}/metrics (excerpt):")
+        click.echo("\n".join(line for line in lines if line.startswith(SHOWN_METRICS)))
+        waiting = next((mid for mid, scenario in tally.written.items() if scenario == "no-log"), None)
+        if waiting is not None:
+            report = httpx.get(f"{api}/api/messages/{waiting}", timeout=5).json()
+            click.echo(f"\nmsgstatus explain {waiting}: {report['summary']}; sweep: {report['sweep']}")
+    except httpx.HTTPError as error:
+        click.echo(f"(the metrics API did not answer: {error})")

@@ -165,4 +165,5 @@ def test_the_demo_prints_live_lines_and_a_summary():
     assert result.returncode == 0, result.stderr
     assert "after the log's insert" in result.stdout
     assert "| messages written" in result.stdout and "| latency p50" in result.stdout
+    assert "msgstatus_messages_decided_total{delivered=\"true\"}" in result.stdout
 
