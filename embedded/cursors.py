@@ -33,9 +33,8 @@ def as_int(value: object) -> int | None:
 
 
 def cursor_not_found(cursor_id: int) -> OperationFailure:
-    return OperationFailure(
-        f"cursor id {cursor_id} not found", code=CURSOR_NOT_FOUND, details={"codeName": "CursorNotFound"}
-    )
+    """CursorNotFound (its codeName is added with every error reply's, ``embedded.replies``)."""
+    return OperationFailure(f"cursor id {cursor_id} not found", code=CURSOR_NOT_FOUND)
 
 
 def install(executor: WireCommandExecutor) -> None:

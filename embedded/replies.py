@@ -35,22 +35,18 @@ CODE_NAMES: dict[int, str] = {
     286: "ChangeStreamHistoryLost",
     11000: "DuplicateKey",
 }
-"""The name MongoDB gives each code this server answers with."""
+"""The name MongoDB gives each code this server answers with: the one place a reply's codeName comes from."""
 
 TRANSIENT = frozenset({112})
 """Codes MongoDB labels TransientTransactionError (a driver's withTransaction runs the callback again)."""
 
 
 def namespace_not_found(namespace: str) -> OperationFailure:
-    return OperationFailure(
-        f"ns does not exist: {namespace}", code=NAMESPACE_NOT_FOUND, details={"codeName": "NamespaceNotFound"}
-    )
+    return OperationFailure(f"ns does not exist: {namespace}", code=NAMESPACE_NOT_FOUND)
 
 
 def namespace_exists(namespace: str) -> OperationFailure:
-    return OperationFailure(
-        f"Collection {namespace} already exists.", code=NAMESPACE_EXISTS, details={"codeName": "NamespaceExists"}
-    )
+    return OperationFailure(f"Collection {namespace} already exists.", code=NAMESPACE_EXISTS)
 
 
 def complete(document: dict[str, Any]) -> dict[str, Any]:

@@ -23,11 +23,7 @@ _TOKEN_HEX_DIGITS = 32
 
 def history_lost(reason: str) -> OperationFailure:
     """The error MongoDB answers when a change stream cannot resume."""
-    return OperationFailure(
-        f"cannot resume change stream: {reason}",
-        code=CHANGE_STREAM_HISTORY_LOST,
-        details={"codeName": "ChangeStreamHistoryLost"},
-    )
+    return OperationFailure(f"cannot resume change stream: {reason}", code=CHANGE_STREAM_HISTORY_LOST)
 
 
 @dataclass(frozen=True)
