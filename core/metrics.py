@@ -9,7 +9,7 @@ An update never fails the work it counts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import redis
@@ -19,6 +19,15 @@ KEY = "msgstatus:metrics"
 
 type Labels = Mapping[str, str]
 type Sample = tuple[Labels, float]
+
+
+@contextlib.contextmanager
+def counting(connection: redis.Redis) -> Iterator[redis.client.Pipeline]:
+    """A pipeline for several updates, sent at the end; a Redis error stops there, never reaching the work."""
+    with connection.pipeline(transaction=False) as pipe:
+        yield pipe
+        with contextlib.suppress(redis.RedisError):
+            pipe.execute()
 
 
 def _series(name: str, labels: Labels) -> str:
@@ -48,11 +57,17 @@ class Counter(Metric):
     kind: str = "counter"
 
     def inc(self, connection: redis.Redis | redis.client.Pipeline, amount: float = 1, **labels: str) -> None:
-        """Add ``amount`` (a pipeline defers it to the pipeline's execute)."""
+        """Add ``amount`` (inside ``counting``, when its pipeline is sent)."""
         self._check(labels)
         if amount:
             with contextlib.suppress(redis.RedisError):
                 connection.hincrbyfloat(KEY, _series(self.name, labels), amount)
+
+    def zeros(self) -> list[str]:
+        """The series exported as 0 until counted: each declared label value, or the one unlabelled series."""
+        if self.values:
+            return [_series(self.name, {self.labels[0]: v}) for v in self.values]
+        return [] if self.labels else [self.name]
 
 
 @dataclass(frozen=True)
@@ -67,11 +82,10 @@ class Histogram(Metric):
 
     def observe(self, connection: redis.Redis, seconds: float) -> None:
         bound = next((f"{b:g}" for b in self.buckets if seconds <= b), "+Inf")
-        with contextlib.suppress(redis.RedisError), connection.pipeline(transaction=False) as pipe:
+        with counting(connection) as pipe:
             pipe.hincrbyfloat(KEY, _series(f"{self.name}_bucket", {"le": bound}), 1)
             pipe.hincrbyfloat(KEY, f"{self.name}_sum", seconds)
             pipe.hincrbyfloat(KEY, f"{self.name}_count", 1)
-            pipe.execute()
 
 
 # -- decisions and jobs ------------------------------------------------------
@@ -175,10 +189,8 @@ def render(stored: Mapping[str, float], gauges: Mapping[Gauge, Iterable[Sample]]
         if isinstance(metric, Histogram):
             lines += _histogram(metric, stored)
         elif isinstance(metric, Counter):
-            series = {key: v for key, v in stored.items() if key == metric.name or key.startswith(metric.name + "{")}
-            zeros = [_series(metric.name, {metric.labels[0]: v}) for v in metric.values] if metric.values else (
-                [] if metric.labels else [metric.name])
-            series = {**dict.fromkeys(zeros, 0.0), **series}
+            counted = {key: v for key, v in stored.items() if key == metric.name or key.startswith(metric.name + "{")}
+            series = {**dict.fromkeys(metric.zeros(), 0.0), **counted}
             lines += [f"{key} {_number(v)}" for key, v in sorted(series.items())]
         elif isinstance(metric, Gauge):
             lines += [f"{_series(metric.name, labels)} {_number(v)}" for labels, v in gauges.get(metric, ())]

@@ -72,13 +72,12 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
         outcomes.update(decided)
     finally:
         res.leases.drop(token)
-    with res.redis.pipeline(transaction=False) as pipe:
+    with metrics.counting(res.redis) as pipe:
         for outcome, count in outcomes.items():
             if outcome in COUNTED:  # the rest is counted where it is decided
                 count_outcome(pipe, outcome, count)
         metrics.BATCHES.inc(pipe)
         metrics.BATCHED.inc(pipe, len(message_ids))
-        pipe.execute()
     if outcomes["delivered"] or outcomes["undelivered"]:
         wakeup.succeeded(res.redis, res.db)
     log.info("batch of %d: %s in %.0f ms", len(message_ids), dict(outcomes + handed),

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 from pymongo.database import Database
 from rq import Queue
 from rq.exceptions import DuplicateJobError
@@ -79,12 +78,10 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type:
         _enqueue_page(db, enqueuer, page, result, batch)
     result.seconds = time.monotonic() - started
     connection = enqueuer.queue.connection
-    with connection.pipeline(transaction=False) as pipe:
+    with metrics.counting(connection) as pipe:
         metrics.SWEEPS.inc(pipe)
         metrics.SWEEP_EXAMINED.inc(pipe, result.examined)
         metrics.SWEEP_ENQUEUED.inc(pipe, result.enqueued)
-        with contextlib.suppress(redis.RedisError):
-            pipe.execute()
     metrics.SWEEP_DURATION.observe(connection, result.seconds)
     if result.enqueued or result.outcomes["failed"]:
         log.info("sweep: %s", result.as_dict())
