@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def describe(error: BaseException) -> str:
+    """An error as operators read it: its type and message."""
+    return f"{type(error).__name__}: {error}"
+
+
 class RetryableError(Exception):
     """Outside the message, and worth another attempt: the socket service is down, slow or refusing us."""
 

@@ -95,8 +95,8 @@ class Enqueuer:
                             message_id, OVERDUE_RETRY)
                 return "enqueued"
             return "waiting"
-        if job is not None and status == JobStatus.QUEUED and self._abandoned_in_queue(job):
-            return "enqueued" if retries.requeue_lost(self.queue.connection, job.id) else "waiting"
+        if job is not None and status == JobStatus.QUEUED and self._requeue_if_lost(job):
+            return "enqueued"
         if status in (JobStatus.QUEUED, JobStatus.DEFERRED):
             return "waiting"
         if job is not None and status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
@@ -119,7 +119,7 @@ class Enqueuer:
             pass
         follow_up = self._fetch(again)
         if follow_up is not None and follow_up.get_status(refresh=False) == JobStatus.QUEUED and \
-                self._abandoned_in_queue(follow_up) and retries.requeue_lost(self.queue.connection, again):
+                self._requeue_if_lost(follow_up):
             return "follow-up"
         return "waiting"
 
@@ -212,6 +212,10 @@ class Enqueuer:
         except NoSuchJobError:
             return True
         return (datetime.now(UTC) - due).total_seconds() > OVERDUE_RETRY
+
+    def _requeue_if_lost(self, job: Job) -> bool:
+        """Put a QUEUED job back on its queue if a dying worker took it off long enough ago."""
+        return self._abandoned_in_queue(job) and retries.requeue_lost(self.queue.connection, job.id)
 
     @staticmethod
     def _abandoned_in_queue(job: Job) -> bool:

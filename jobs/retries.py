@@ -18,6 +18,7 @@ import time
 
 import tenacity
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
@@ -37,17 +38,28 @@ def retry_delay(attempt: int) -> int:
     return round(_BACKOFF(state))
 
 
+def _watched(pipe: Pipeline, connection: Redis, job_id: str) -> tuple[str | None, Queue | None]:
+    """Watch the job's hash; its status and its queue, as stored now (None, None if it is gone)."""
+    job_key = Job.key_for(job_id)
+    pipe.watch(job_key)
+    status, origin = pipe.hmget(job_key, "status", "origin")
+    if origin is None:
+        return None, None
+    return _text(status) if status is not None else None, Queue(_text(origin), connection=connection)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def requeue_lost(connection: Redis, job_id: str) -> bool:
     """Put back a QUEUED job that waits in no queue: a worker took it off (RQ moves it to an intermediate
     list first) and died before starting it. False if it is waiting, started or gone meanwhile."""
-    job_key = Job.key_for(job_id)
     with connection.pipeline() as pipe:
         try:
-            pipe.watch(job_key)
-            status, origin = pipe.hmget(job_key, "status", "origin")
-            if origin is None or status not in (JobStatus.QUEUED.value, JobStatus.QUEUED.value.encode()):
+            status, queue = _watched(pipe, connection, job_id)
+            if queue is None or status != JobStatus.QUEUED.value:
                 return False
-            queue = Queue(origin.decode() if isinstance(origin, bytes) else origin, connection=connection)
             if pipe.lpos(queue.key, job_id) is not None:
                 return False
             # The dying worker may have registered an execution before it fell: that entry is stale
@@ -69,18 +81,15 @@ def requeue_lost(connection: Redis, job_id: str) -> bool:
 
 def move(connection: Redis, job_id: str) -> bool:
     """Enqueue a scheduled (or orphaned SCHEDULED) job now; False if it is neither (someone moved it)."""
-    job_key = Job.key_for(job_id)
     with connection.pipeline() as pipe:
         for _ in range(5):
             try:
-                pipe.watch(job_key)
-                status, origin = pipe.hmget(job_key, "status", "origin")
-                if origin is None:
+                status, queue = _watched(pipe, connection, job_id)
+                if queue is None:
                     return False
-                queue = Queue(origin.decode() if isinstance(origin, bytes) else origin, connection=connection)
                 registry = queue.scheduled_job_registry
                 in_registry = pipe.zscore(registry.key, job_id) is not None
-                if not in_registry and status not in (JobStatus.SCHEDULED.value, JobStatus.SCHEDULED.value.encode()):
+                if not in_registry and status != JobStatus.SCHEDULED.value:
                     return False
                 try:
                     job = Job.fetch(job_id, connection=connection)

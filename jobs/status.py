@@ -30,7 +30,7 @@ from rq.timeouts import JobTimeoutException
 from core import metrics
 from jobs import context, leases, messages, wakeup
 from jobs.emit import emit_update
-from jobs.errors import BadMessage, RetryableError
+from jobs.errors import BadMessage, RetryableError, describe
 from jobs.queueing import FINAL, LAST_ERROR
 from jobs.retries import retry_delay
 
@@ -176,7 +176,7 @@ def _later(
     attempt = (job.number_of_retries or 0) + 1 if job else 1
     if job is not None:
         with contextlib.suppress(Exception):  # a note for operators; never in the way of the retry
-            job.meta[LAST_ERROR] = f"{type(error).__name__}: {error}"[: messages.ERROR_SHOWN]
+            job.meta[LAST_ERROR] = describe(error)[: messages.ERROR_SHOWN]
             job.save_meta()
     delay = after_outside_failure(message_id, oid, token, lease is not None and lease.slow_retry, attempt, error)
     if delay is None:
@@ -191,7 +191,7 @@ def after_outside_failure(
     retry (after a slow retry failed, or the last fast attempt). Our claim is already released."""
     res = context.resources()
     wakeup.failed(res.redis)
-    reason = f"{type(error).__name__}: {error}"
+    reason = describe(error)
     if not isinstance(error, EXPECTED):
         log.error("message %s: unexpected error; retried like an outage", message_id, exc_info=error)
     metrics.JOB_FAILURES.inc(res.redis, kind="outside")
