@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -12,6 +14,24 @@ import click
 from core import logs
 from core.settings import ConfigError, Settings
 from embedded.defaults import HISTORY_SIZE
+
+
+class Unreachable(Exception):
+    """MongoDB or Redis did not answer a one-shot command; the message names which."""
+
+
+@contextlib.contextmanager
+def _servers(settings: Settings) -> Iterator[tuple[Any, Any]]:
+    """Redis and the database for a one-shot command (``status``, ``explain``), with short timeouts."""
+    import pymongo
+    import redis as redis_lib
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
+    try:
+        with client, redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=3) as r:
+            yield r, client[settings.database]
+    except (pymongo.errors.PyMongoError, redis_lib.RedisError) as error:
+        raise Unreachable(f"cannot reach {type(error).__module__.split('.')[0]}: {error}") from error
 
 
 def load_settings(process: str, **overrides: object) -> Settings:
@@ -186,18 +206,14 @@ def dashboard(host: str, port: int) -> None:
 )
 def status(as_json: bool, max_token_age: float, max_slow_retry_age: float) -> None:
     """Queue, failures, waiting messages, streams and watcher; exits 1 when unhealthy."""
-    import pymongo
-    import redis as redis_lib
-
     from msgstatus.status import collect, render
 
     settings = load_settings("status")
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
     try:
-        with client, redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=3) as r:
-            report = collect(settings, r, client[settings.database], max_token_age, max_slow_retry_age)
-    except (pymongo.errors.PyMongoError, redis_lib.RedisError) as error:
-        report = {"healthy": False, "problems": [f"cannot reach {type(error).__module__.split('.')[0]}: {error}"]}
+        with _servers(settings) as (r, db):
+            report = collect(settings, r, db, max_token_age, max_slow_retry_age)
+    except Unreachable as error:
+        report = {"healthy": False, "problems": [str(error)]}
         click.echo(json.dumps(report) if as_json else f"health:    UNHEALTHY\n  - {report['problems'][0]}")
         sys.exit(1)
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
@@ -209,19 +225,15 @@ def status(as_json: bool, max_token_age: float, max_slow_retry_age: float) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def explain(message_id: str, as_json: bool) -> None:
     """Why a message has its tick, or why not yet: exit 0 decided, 1 not yet, 2 no such message or bad id."""
-    import pymongo
-    import redis as redis_lib
-
     from msgstatus.explain import explain as explain_message
     from msgstatus.explain import render
 
     settings = load_settings("explain")
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
     try:
-        with client, redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=3) as r:
-            report = explain_message(settings, r, client[settings.database], message_id)
-    except (pymongo.errors.PyMongoError, redis_lib.RedisError) as error:
-        click.echo(f"cannot reach {type(error).__module__.split('.')[0]}: {error}", err=True)
+        with _servers(settings) as (r, db):
+            report = explain_message(settings, r, db, message_id)
+    except Unreachable as error:
+        click.echo(str(error), err=True)
         sys.exit(3)
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
     sys.exit(report["exit"])

@@ -46,6 +46,27 @@ def held(db: Database) -> dict[str, Any]:  # type: ignore[type-arg]
     }
 
 
+def oldest_waiting_age(db: Database) -> float | None:  # type: ignore[type-arg]
+    """Seconds since the oldest tracked message without a decision was written; None if there is none."""
+    oldest = db[messages.MESSAGES].find_one(messages.TRACKED, {"created": 1}, sort=[("created", 1)])
+    if oldest is None:
+        return None
+    return round(max(0.0, (messages.now() - messages.inserted_at(oldest)).total_seconds()), 1)
+
+
+def streams(connection: redis.Redis) -> dict[str, dict[str, float | None]]:
+    """Per stream: how old its saved resume token is, and its last event (None: never)."""
+    tokens = TokenStore(connection)
+    found: dict[str, dict[str, float | None]] = {}
+    for spec in STREAMS:
+        info = tokens.info(spec.name)
+        found[spec.name] = {
+            "token_age_seconds": _age(info.get("saved")),
+            "last_event_age_seconds": _age(info.get("last_event")),
+        }
+    return found
+
+
 def collect(
     settings: Settings, connection: redis.Redis, db: Database,  # type: ignore[type-arg]
     max_token_age: float, max_slow_retry_age: float = MAX_SLOW_RETRY_AGE,
@@ -54,19 +75,10 @@ def collect(
     queue = Queue(QUEUE, connection=connection)
     failed_ids = queue.failed_job_registry.get_job_ids()
     failed = [job for job in queue.job_class.fetch_many(failed_ids[:FAILED_SHOWN], connection=connection) if job]
-    tracked = messages.TRACKED
-    oldest = db[messages.MESSAGES].find_one(tracked, {"created": 1}, sort=[("created", 1)])
     state = {k.decode(): v.decode() for k, v in connection.hgetall(STATE_KEY).items()}  # type: ignore[union-attr]
     holder = LeaderLock.holder(connection)
     sweep_only = settings.sweep_only or state.get("mode") == "sweep-only"
-    tokens = TokenStore(connection)
-    streams: dict[str, dict[str, float | None]] = {}
-    for spec in STREAMS:
-        info = tokens.info(spec.name)
-        streams[spec.name] = {
-            "token_age_seconds": _age(info.get("saved")),
-            "last_event_age_seconds": _age(info.get("last_event")),
-        }
+    ages = streams(connection)
     report: dict[str, Any] = {
         "queue": {
             "waiting": queue.count,
@@ -76,17 +88,15 @@ def collect(
             "failed_messages": [str(job.args[0]) for job in failed if job.args],
         },
         "messages": {
-            "tracked_waiting": db[messages.MESSAGES].count_documents(tracked),
-            "oldest_waiting_age_seconds": (
-                round((messages.now() - messages.inserted_at(oldest)).total_seconds(), 1) if oldest else None
-            ),
+            "tracked_waiting": db[messages.MESSAGES].count_documents(messages.TRACKED),
+            "oldest_waiting_age_seconds": oldest_waiting_age(db),
             **held(db),
         },
         "watcher": {
             "mode": "sweep-only" if sweep_only else ("active" if holder else "none"),
             "active": holder[:8] if holder else None,
         },
-        "streams": streams,
+        "streams": ages,
         "sweep_only": sweep_only,
         "metrics": metrics.read(connection),
     }
@@ -94,7 +104,7 @@ def collect(
     if not sweep_only:
         if holder is None:
             problems.append("no active watcher (none holds the lock): events are not being followed")
-        for name, stream in streams.items():
+        for name, stream in ages.items():
             age = stream["token_age_seconds"]
             if age is None or age > max_token_age:
                 problems.append(f"stream {name}: resume token {'missing' if age is None else f'{age:.0f}s old'}")
