@@ -9,12 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import redis
 
 from embedded.processes import free_port, msgstatus_argv
 from tests.conftest import SECRET
+from tests.test_watcher import _redis_with_leader
 from tests.waiting import wait_until
-from watcher.lock import LeaderLock
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -69,7 +68,7 @@ def test_the_seeds_create_test_message_snippet_is_delivered_on_the_embedded_defa
                                str(redis_port)),
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        wait_until(lambda: _has_leader(redis_port), 60, "the embedded servers and an active watcher")
+        wait_until(lambda: _redis_with_leader(redis_port), 60, "the embedded servers and an active watcher").close()
         # When the seed's snippet creates a message and its communication log with Mongoose
         snippet = node("snippet.js", str(mongo_port), "msgstatus", socket_url, timeout=60)
         assert snippet.returncode == 0, snippet.stderr
@@ -101,13 +100,3 @@ def test_the_seeds_create_test_message_snippet_is_delivered_on_the_embedded_defa
     # and every command Mongoose sent on the way got MongoDB's answer, field types included
     assert [p for e in report["exchanges"] for p in e["problems"]] == []
     assert {"insert", "find", "createIndexes"} <= {e["command"] for e in report["exchanges"]}
-
-
-def _has_leader(port: int) -> bool:
-    r = redis.Redis(port=port)
-    try:
-        return LeaderLock.holder(r) is not None
-    except redis.RedisError:
-        return False
-    finally:
-        r.close()

@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const mongoose = require('mongoose');
 const { Long } = require('mongodb');
 const { record } = require('./wire');
-const { problems } = require('./shapes');
+const { summary } = require('./shapes');
 const { models } = require('./models');
 
 const [port, database] = [Number(process.argv[2]), process.argv[3] || 'conformance'];
@@ -171,15 +171,9 @@ async function main() {
     await connection.close();
     await relay.close();
   }
-  for (const exchange of relay.exchanges) {
-    const found = problems(exchange);
-    const { reply } = exchange;
-    report.exchanges.push({
-      phase: exchange.phase, command: exchange.command, ok: reply ? Number(reply.ok) === 1 : null,
-      replied: reply !== null,
-      code: reply && reply.code !== undefined ? Number(reply.code) : undefined, problems: found,
-    });
-    report.failures.push(...found.map((problem) => `${exchange.phase}: ${problem}`));
+  for (const exchange of relay.exchanges.map(summary)) {
+    report.exchanges.push(exchange);
+    report.failures.push(...exchange.problems.map((problem) => `${exchange.phase}: ${problem}`));
   }
   console.log(JSON.stringify(report, null, 1));
   process.exitCode = report.failures.length ? 1 : 0;

@@ -76,4 +76,14 @@ function problems(exchange) {
   return found;
 }
 
-module.exports = { problems, CODE_NAMES };
+/** One recorded exchange as the reports print it: when, which command, its outcome and its problems. */
+function summary(exchange) {
+  const { reply } = exchange;
+  return {
+    phase: exchange.phase, command: exchange.command, ok: reply ? Number(reply.ok) === 1 : null,
+    replied: reply !== null, code: reply && reply.code !== undefined ? Number(reply.code) : undefined,
+    problems: problems(exchange),
+  };
+}
+
+module.exports = { problems, summary, CODE_NAMES };

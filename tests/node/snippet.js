@@ -8,7 +8,7 @@
 const mongoose = require('mongoose');
 const { models } = require('./models');
 const { record } = require('./wire');
-const { problems } = require('./shapes');
+const { summary } = require('./shapes');
 
 const [port, database, socketUrl] = process.argv.slice(2);
 const SNIPPET_WAIT_MS = 6000;
@@ -72,10 +72,7 @@ async function main() {
     await connection.close();
     await relay.close();
   }
-  report.exchanges = relay.exchanges.map((exchange) => ({
-    phase: exchange.phase, command: exchange.command, ok: exchange.reply ? Number(exchange.reply.ok) === 1 : null,
-    problems: problems(exchange),
-  }));
+  report.exchanges = relay.exchanges.map(summary);
   console.log(JSON.stringify(report));
 }
 
