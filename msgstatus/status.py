@@ -85,7 +85,8 @@ def collect(
             "running": queue.started_job_registry.count,
             "scheduled_retries": queue.scheduled_job_registry.count,
             "failed": len(failed_ids),
-            "failed_messages": [str(job.args[0]) for job in failed if job.args],
+            # A message's job and its follow-up can both fail on the same bad data: list it once
+            "failed_messages": list(dict.fromkeys(str(job.args[0]) for job in failed if job.args)),
         },
         "messages": {
             "tracked_waiting": db[messages.MESSAGES].count_documents(messages.TRACKED),

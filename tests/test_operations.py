@@ -12,6 +12,7 @@ from bson import ObjectId
 from rq.job import Job
 
 from embedded.processes import free_port, msgstatus_argv, wait_for_port
+from jobs.queueing import JOB_FUNCTION, job_id
 from tests import factories
 from tests.waiting import wait_until
 
@@ -70,6 +71,19 @@ def test_status_lists_failed_jobs_by_message_id(service, client, receiver):
     result = service.run("requeue", "--failed")
     assert json.loads(result.stdout)["requeued"] == 1
     wait_until(lambda: db.support_messages.find_one({"_id": mid}).get("delivered") is True, 20, "the requeued job")
+
+
+def test_status_lists_a_message_once_when_its_job_and_its_follow_up_both_failed(service, db, queue):
+    # Given a message whose log has bad data, with its own job and a follow-up job queued
+    mid = factories.message(db)
+    factories.communication(db, mid, account_id=None)
+    for jid in (job_id(str(mid)), f"{job_id(str(mid))}-again"):
+        queue.enqueue(JOB_FUNCTION, str(mid), job_id=jid)
+    # When a worker has run both
+    assert service.run("work", "--burst").returncode == 0
+    # Then both failures are counted and the message is listed once
+    report = json.loads(status(service, "--json")[1])
+    assert report["queue"]["failed"] == 2 and report["queue"]["failed_messages"] == [str(mid)]
 
 
 def api_server(service, host: str = "127.0.0.1", **env):

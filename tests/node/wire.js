@@ -103,11 +103,13 @@ function record(targetPort) {
       }
     });
     client.on('data', (chunk) => { requests(chunk); upstream.write(chunk); });
-    upstream.on('data', (chunk) => { replies(chunk); client.write(chunk); });
-    for (const [a, b] of [[client, upstream], [upstream, client]]) {
-      a.on('close', () => b.destroy());
-      a.on('error', () => b.destroy());
-    }
+    upstream.on('data', (chunk) => { replies(chunk); if (client.writable) client.write(chunk); });
+    // A driver may close its socket without waiting for a reply it asked for (endSessions at close):
+    // only half-close upstream, so that reply is still recorded and checked.
+    client.on('close', () => upstream.end());
+    client.on('error', () => upstream.end());
+    upstream.on('close', () => client.destroy());
+    upstream.on('error', () => client.destroy());
   });
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => resolve({
