@@ -120,7 +120,10 @@ def test_a_standby_watcher_takes_over_when_the_active_one_is_killed(service, cli
     holder = wait_until(lambda: LeaderLock.holder(r), 20, "a leader")
     wait_until(lambda: active_watcher(service), 20, "the active watcher's streams")
     # Which process holds the lock? The one whose log says it is active.
-    active = a if f"watcher {holder[:8]} is active" in service.logs[0].read_text() else b
+    active = wait_until(
+        lambda: next((p for p, log in zip((a, b), service.logs, strict=False)
+                      if f"watcher {holder[:8]} is active" in log.read_text()), None),
+        10, "the active watcher's log line")
     service.kill(active)
     killed_at = time.monotonic()
     wait_until(lambda: LeaderLock.holder(r) not in (None, holder), 20, "the standby to take the lock")
