@@ -339,4 +339,4 @@ def test_retries_waiting_on_the_socket_run_as_soon_as_it_answers_again(service, 
     wait_until(lambda: decided(db, fresh), 20, "the new message")
     wait_until(lambda: decided(db, waiting), 15, "the retry that was to wait a minute")
     wait_until(lambda: decided(db, failing), 15, "the message whose emit failed")
-    assert "scheduled retries enqueued now" in service.log_text()
+    wait_until(lambda: "scheduled retries enqueued now" in service.log_text(), 10, "the wake-up's log line")
