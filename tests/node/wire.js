@@ -88,7 +88,7 @@ function record(targetPort) {
     const requests = framer((frame) => {
       const message = decode(frame);
       const name = message.body ? Object.keys(message.body)[0] : `opCode ${message.opCode}`;
-      // moreToCome: the driver asks for no reply (endSessions at close, for one)
+      // moreToCome: the client asks for no reply (an unacknowledged write, for one)
       const exchange = { phase: state.phase, command: name, request: message.body, reply: null,
         expectsReply: !message.moreToCome };
       exchanges.push(exchange);
