@@ -60,6 +60,11 @@ def job_id(message_id: str) -> str:
     return f"status-{message_id}"
 
 
+def follow_up_id(message_id: str) -> str:
+    """The job id of the one run queued after a message's running job, for an event it may have missed."""
+    return f"{job_id(message_id)}-again"
+
+
 def mark(message_id: str) -> str:
     return f"{MARK_PREFIX}{message_id}"
 
@@ -111,7 +116,7 @@ class Enqueuer:
                 return "waiting"
         # The job is running and may have looked before this event: one follow-up
         # run after it (the claim makes a second run harmless).
-        again = f"{primary}-again"
+        again = follow_up_id(message_id)
         try:
             self._enqueue(message_id, again)
             return "follow-up"

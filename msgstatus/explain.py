@@ -16,7 +16,7 @@ from rq.job import Job
 from core.defaults import QUEUE
 from core.settings import Settings
 from jobs import leases, messages
-from jobs.queueing import FINAL, LAST_ERROR, job_id, mark
+from jobs.queueing import FINAL, LAST_ERROR, follow_up_id, job_id, mark
 
 DECIDED, WAITING, UNKNOWN = 0, 1, 2
 """Exit codes: decided; not yet; no such message or a bad id."""
@@ -99,7 +99,7 @@ def _hold(hold: Any) -> dict[str, Any] | None:
 
 
 def _jobs(connection: redis.Redis, message_id: str) -> list[dict[str, Any]]:
-    ids = [job_id(message_id), f"{job_id(message_id)}-again"]
+    ids = [job_id(message_id), follow_up_id(message_id)]
     if (batch := connection.get(mark(message_id))) is not None:
         ids.append(batch.decode() if isinstance(batch, bytes) else str(batch))
     found = []

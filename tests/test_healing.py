@@ -14,7 +14,7 @@ from rq.job import Job, JobStatus
 from core import metrics
 from jobs import messages
 from jobs.messages import CLAIM, HOLD
-from jobs.queueing import FINAL, JOB_FUNCTION, Enqueuer, job_id
+from jobs.queueing import FINAL, JOB_FUNCTION, Enqueuer, follow_up_id, job_id
 from tests import factories
 from tests.relay import Relay
 from tests.waiting import wait_until
@@ -382,7 +382,7 @@ def test_a_follow_up_job_a_dying_worker_took_off_the_queue_is_queued_again_by_th
     # When an event asks for it while it is recent, it is left alone
     assert enqueuer.enqueue(str(mid)) == "waiting"
     # and once it is older than the grace, the follow-up goes back on the queue, once
-    again = Job.fetch(f"{job_id(str(mid))}-again", connection=queue.connection)
+    again = Job.fetch(follow_up_id(str(mid)), connection=queue.connection)
     again.enqueued_at = datetime.now(UTC) - timedelta(seconds=60)
     again.save()
     assert enqueuer.enqueue(str(mid)) == "follow-up"

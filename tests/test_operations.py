@@ -12,7 +12,7 @@ from bson import ObjectId
 from rq.job import Job
 
 from embedded.processes import free_port, msgstatus_argv, wait_for_port
-from jobs.queueing import JOB_FUNCTION, job_id
+from jobs.queueing import JOB_FUNCTION, follow_up_id, job_id
 from tests import factories
 from tests.waiting import wait_until
 
@@ -77,7 +77,7 @@ def test_status_lists_a_message_once_when_its_job_and_its_follow_up_both_failed(
     # Given a message whose log has bad data, with its own job and a follow-up job queued
     mid = factories.message(db)
     factories.communication(db, mid, account_id=None)
-    for jid in (job_id(str(mid)), f"{job_id(str(mid))}-again"):
+    for jid in (job_id(str(mid)), follow_up_id(str(mid))):
         queue.enqueue(JOB_FUNCTION, str(mid), job_id=jid)
     # When a worker has run both
     assert service.run("work", "--burst").returncode == 0
