@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from core import metrics
 from jobs import context, messages, wakeup
-from jobs.errors import BadMessage, describe
+from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
 from jobs.status import after_outside_failure, count_outcome, decide_and_emit, release_quietly
 
@@ -99,7 +99,7 @@ def _one(enqueuer: Enqueuer, oid: ObjectId, token: str, communication: dict[str,
             delay = after_outside_failure(str(oid), oid, token, messages.waits_for_slow_retry(hold), 1, error)
             if delay is None:
                 return "held"
-            enqueuer.schedule_retry(str(oid), 1, delay, describe(error))
+            enqueuer.schedule_retry(str(oid), 1, delay, error)
         except Exception:  # the database or Redis is away too: the next sweep finds it
             log.warning("message %s: its next attempt could not be arranged; the next sweep finds it", oid)
             return "lost-to-sweep"

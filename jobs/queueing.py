@@ -18,6 +18,7 @@ from rq.job import Job, JobStatus
 
 from core.defaults import LEGACY_QUEUES, QUEUE
 from jobs import messages, retries
+from jobs.errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ def job_id(message_id: str) -> str:
 def follow_up_id(message_id: str) -> str:
     """The job id of the one run queued after a message's running job, for an event it may have missed."""
     return f"{job_id(message_id)}-again"
+
+
+def note_error(job: Job, error: BaseException) -> None:
+    """Leave why an attempt failed in the job's meta (saved with the job, or by ``save_meta``)."""
+    job.meta[LAST_ERROR] = describe(error)[: messages.ERROR_SHOWN]
 
 
 def mark(message_id: str) -> str:
@@ -187,14 +193,14 @@ class Enqueuer:
         )
         return len(message_ids)
 
-    def schedule_retry(self, message_id: str, attempts_made: int, delay: int, error: str = "") -> None:
+    def schedule_retry(self, message_id: str, attempts_made: int, delay: int, error: BaseException) -> None:
         """Give a message its own job, to run in ``delay`` seconds as attempt ``attempts_made + 1``."""
         job = self.queue.create_job(
             JOB_FUNCTION, args=(message_id,), job_id=job_id(message_id), result_ttl=0, failure_ttl=FAILURE_TTL,
             description=f"delivery status of message {message_id}",
         )
         job.number_of_retries = attempts_made
-        job.meta[LAST_ERROR] = error
+        note_error(job, error)
         with contextlib.suppress(DuplicateJobError):  # it has a job of its own already, which will run
             self.queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay), unique=True)
 

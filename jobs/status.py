@@ -31,7 +31,7 @@ from core import metrics
 from jobs import context, leases, messages, wakeup
 from jobs.emit import emit_update
 from jobs.errors import BadMessage, RetryableError, describe
-from jobs.queueing import FINAL, LAST_ERROR
+from jobs.queueing import FINAL, note_error
 from jobs.retries import retry_delay
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def _later(
     attempt = (job.number_of_retries or 0) + 1 if job else 1
     if job is not None:
         with contextlib.suppress(Exception):  # a note for operators; never in the way of the retry
-            job.meta[LAST_ERROR] = describe(error)[: messages.ERROR_SHOWN]
+            note_error(job, error)
             job.save_meta()
     delay = after_outside_failure(message_id, oid, token, lease is not None and lease.slow_retry, attempt, error)
     if delay is None:
