@@ -200,8 +200,9 @@ def render(stored: Mapping[str, float], gauges: Mapping[Gauge, Iterable[Sample]]
 def _histogram(metric: Histogram, stored: Mapping[str, float]) -> list[str]:
     lines, cumulative = [], 0.0
     for bound in [f"{b:g}" for b in metric.buckets] + ["+Inf"]:
-        cumulative += stored.get(_series(f"{metric.name}_bucket", {"le": bound}), 0.0)
-        lines.append(f'{metric.name}_bucket{{le="{bound}"}} {_number(cumulative)}')
+        series = _series(f"{metric.name}_bucket", {"le": bound})
+        cumulative += stored.get(series, 0.0)
+        lines.append(f"{series} {_number(cumulative)}")
     total, count = stored.get(f"{metric.name}_sum", 0.0), stored.get(f"{metric.name}_count", 0.0)
     return [*lines, f"{metric.name}_sum {_number(total)}", f"{metric.name}_count {_number(count)}"]
 
