@@ -38,8 +38,7 @@ def test_messages_arriving_together_are_decided_in_batch_jobs_with_one_emit_each
     wait_until(lambda: len(receiver.emits) >= 120, 5, "the emits")
     assert sorted(e.message_id for e in receiver.emits) == sorted(str(m) for m in mids)
     r = queue.connection
-    wait_until(lambda: metrics.value(r, metrics.BATCHES) == 3, 5,
-                      "the three batch jobs to count what they did")
+    wait_until(lambda: metrics.value(r, metrics.BATCHES) == 3, 5, "the three batch jobs to count what they did")
     assert metrics.value(r, metrics.BATCHED) == 120
     assert metrics.value(r, metrics.DECIDED, delivered="true") == 120
     assert not any(queue.connection.exists(mark(str(m))) for m in mids)
@@ -60,8 +59,8 @@ def test_a_failed_and_a_slow_emit_in_a_batch_leave_their_neighbours_alone(servic
     at = {e.message_id: e.received for e in receiver.emits}
     others = [str(m) for m in mids if str(m) not in (failing, slow)]
     assert all(at[m] < at[slow] for m in others), "a neighbour waited for the slow emit"
-    retries = lambda: metrics.value(queue.connection, metrics.RETRIES, schedule="fast")  # noqa: E731
-    wait_until(lambda: retries() == 1, 5, "the one retry counted")
+    wait_until(lambda: metrics.value(queue.connection, metrics.RETRIES, schedule="fast") == 1, 5,
+               "the one retry counted")
     emitted = [e.message_id for e in receiver.emits]
     assert sorted(emitted) == sorted(str(m) for m in mids), "a neighbour was emitted again"
 

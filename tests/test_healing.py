@@ -344,7 +344,6 @@ def test_status_shows_how_many_wait_for_slow_retries_and_since_when(service, db,
     assert stale.returncode == 1 and "wait for slow retries" in " ".join(json.loads(stale.stdout)["problems"])
 
 
-
 def test_a_job_a_dying_worker_took_off_the_queue_is_queued_again_by_the_next_event_or_sweep(service, db, queue):
     # Given a message whose job a worker took off the queue (into RQ's intermediate list) and then died
     mid = factories.message(db)
