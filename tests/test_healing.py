@@ -357,9 +357,7 @@ def test_a_job_a_dying_worker_took_off_the_queue_is_queued_again_by_the_next_eve
     # When an event or a sweep asks for it while it is recent, it is left alone (a live worker may be starting it)
     assert enqueuer.enqueue(str(mid)) == "waiting"
     # and once it is older than the grace, it goes back on the queue, once
-    job = Job.fetch(job_id(str(mid)), connection=queue.connection)
-    job.enqueued_at = datetime.now(UTC) - timedelta(seconds=60)
-    job.save()
+    _queued_a_minute_ago(queue, job_id(str(mid)))
     assert enqueuer.enqueue(str(mid)) == "enqueued"
     assert queue.get_job_ids() == [job_id(str(mid))]
     assert queue.connection.llen(queue.intermediate_queue_key) == 0
@@ -381,12 +379,17 @@ def test_a_follow_up_job_a_dying_worker_took_off_the_queue_is_queued_again_by_th
     # When an event asks for it while it is recent, it is left alone
     assert enqueuer.enqueue(str(mid)) == "waiting"
     # and once it is older than the grace, the follow-up goes back on the queue, once
-    again = Job.fetch(follow_up_id(str(mid)), connection=queue.connection)
-    again.enqueued_at = datetime.now(UTC) - timedelta(seconds=60)
-    again.save()
+    _queued_a_minute_ago(queue, follow_up_id(str(mid)))
     assert enqueuer.enqueue(str(mid)) == "follow-up"
-    assert queue.get_job_ids() == [again.id]
+    assert queue.get_job_ids() == [follow_up_id(str(mid))]
     assert enqueuer.enqueue(str(mid)) == "waiting"
+
+
+def _queued_a_minute_ago(queue, jid: str) -> None:
+    """Date the job's enqueue a minute back: past the grace a live worker has to start it."""
+    job = Job.fetch(jid, connection=queue.connection)
+    job.enqueued_at = datetime.now(UTC) - timedelta(seconds=60)
+    job.save()
 
 
 def test_a_leader_whose_lock_renewals_are_slow_streams_again_once_they_are_quick(service, db, redis_server):
