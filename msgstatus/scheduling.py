@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import uuid
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import pymongo
@@ -36,12 +39,16 @@ def run_scheduler(settings: Settings) -> None:
     """Schedule the sweep and run rq-scheduler until SIGTERM/SIGINT; ride out Redis outages."""
     ensure_indexes(settings)
     connection = redis.Redis.from_url(settings.redis_url)
+    stopping = threading.Event()
     try:
         while True:
             try:
-                _scheduler(connection, settings).run()
+                _scheduler(connection, settings, stopping).run()
                 return
             except redis.exceptions.ConnectionError as error:
+                if stopping.is_set():  # stopped while Redis was away: its clean-up could not reach Redis
+                    log.info("scheduler stopped (Redis unavailable: %s)", error)
+                    return
                 # Redis may come back empty: the sweep is scheduled again then.
                 log.warning("scheduler: lost Redis (%s)", error)
             if not wait_for_redis(connection, "scheduler"):
@@ -53,12 +60,29 @@ def run_scheduler(settings: Settings) -> None:
 class SweepScheduler(Scheduler):  # type: ignore[misc]
     """rq-scheduler that keeps the sweep scheduled, even after Redis restarts empty."""
 
-    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+    def __init__(self, connection: redis.Redis, settings: Settings, stopping: threading.Event) -> None:
         # rq-scheduler polls every 60 s by default; poll every second so a 5 s job runs every 5 s.
         super().__init__(queue_name=SWEEP_QUEUE, connection=connection, interval=1)
         self.settings = settings
+        self.stopping = stopping
         self.status_queues = status_queues(connection)
         self.owner = f"scheduler-{uuid.uuid4().hex}"
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT end ``run``, whose ``finally`` unregisters the scheduler.
+
+        rq-scheduler's own handler talks to Redis first, so while Redis is away it raises a
+        ConnectionError instead of stopping, which ``run_scheduler`` takes for an outage to
+        wait out. This one only marks the stop, which outlives any error the clean-up meets.
+        """
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            log.info("scheduler stopping (%s)", signal.Signals(signum).name)
+            self.stopping.set()
+            raise SystemExit
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
 
     def schedule_sweep(self) -> None:
         """(Re)schedule the sweep every SWEEP_INTERVAL seconds, starting now."""
@@ -91,7 +115,7 @@ class SweepScheduler(Scheduler):  # type: ignore[misc]
         return super().enqueue_jobs()
 
 
-def _scheduler(connection: redis.Redis, settings: Settings) -> SweepScheduler:
-    scheduler = SweepScheduler(connection, settings)
+def _scheduler(connection: redis.Redis, settings: Settings, stopping: threading.Event) -> SweepScheduler:
+    scheduler = SweepScheduler(connection, settings, stopping)
     scheduler.schedule_sweep()
     return scheduler

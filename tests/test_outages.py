@@ -6,7 +6,10 @@ import os
 import signal
 
 import pytest
+import redis
+from rq import Queue
 
+from core.defaults import SWEEP_QUEUE
 from tests import factories
 from tests.conftest import Service, start_redis
 from tests.waiting import wait_until
@@ -64,3 +67,24 @@ def test_an_idle_worker_and_the_scheduler_stop_on_sigterm_and_exit_cleanly(servi
     # Then each exits at once, with 0
     assert worker.wait(10) == 0
     assert scheduler.wait(10) == 0
+
+
+def test_the_scheduler_stopped_while_redis_is_away_exits_at_once(service, own_redis):
+    # Given the scheduler on a Redis of its own
+    svc = Service({**service.env, "REDIS_URL": own_redis.url}, service.mongo_url, own_redis.url, service.database)
+    scheduler = svc.spawn("schedule")
+    r = redis.Redis.from_url(own_redis.url)
+    try:
+        # (its first pass has enqueued the sweep: it is inside rq-scheduler's loop, with its signal handlers)
+        wait_until(lambda: Queue(SWEEP_QUEUE, connection=r).count, 20, "the scheduler's first pass")
+        # When Redis goes away and SIGTERM comes before the scheduler's next pass (it polls every second),
+        # so that the stop meets the outage inside rq-scheduler's loop
+        os.kill(own_redis.pid, signal.SIGKILL)
+        own_redis.process.wait()
+        os.killpg(scheduler.pid, signal.SIGTERM)
+        # Then it stops all the same, at once and with 0, instead of waiting for Redis
+        assert scheduler.wait(5) == 0, svc.log_text()
+        assert "scheduler stopping (SIGTERM)" in svc.log_text()
+    finally:
+        r.close()
+        svc.stop_all()
