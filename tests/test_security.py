@@ -99,6 +99,7 @@ def test_no_url_password_or_secret_reaches_repr_the_logs_of_msgstatus_run_or_red
         status = service.run("status", "--json", **env)
         contents = redis_contents(r)
         r.close()
+        service.stop_all()  # while its servers still answer: its shutdown's lines are searched too
     assert json.loads(status.stdout)["queue"]["failed_messages"] == [str(bad)]
     logs = service.log_text() + status.stdout + status.stderr
     assert "DEBUG" in logs  # the logs were as verbose as they get
