@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,10 @@ from bench.rig import HERE, Rig, System, comm_doc, fresh_rig, message_doc, offer
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import sweep
 from msgstatus.harness import cpu_seconds, rss_kib
+
+LATENCY_RUNS = (("msgstatus", True), ("msgstatus", False), ("polling", True))
+"""(system, SimpleWorker?) pairs whose latency is measured. SimpleWorker is msgstatus's default, and the
+polling job's too: Bull ran the seed's jobs in the Node process, without a fork per job."""
 
 
 @dataclass
@@ -38,18 +43,18 @@ class Plan:
     idle_stored: int
     idle_seconds: float
     sweep_sizes: tuple[int, ...]
+    latency_runs: tuple[tuple[str, bool], ...] = LATENCY_RUNS
+    """Which (system, SimpleWorker?) pairs the latency scenario measures."""
+    idle_settle: float = 6.0
+    """Seconds of start-up work (index creation, first sweep) let pass before the idle measurement."""
 
 
 FULL = Plan(20, (10,), (25, 50, 100, 150, 200, 300, 400), 10, 150, 60, (150, 10_000), 60, (1, 2, 4), 500, 20,
             50_000, 60, (1_000, 10_000, 50_000))
-QUICK = Plan(3, (10,), (), 0, 0, 0, (150,), 10, (2,), 0, 0, 1_000, 3, (1_000,))
+QUICK = Plan(3, (10,), (), 0, 0, 0, (150,), 10, (2,), 0, 0, 1_000, 3, (1_000,),
+             latency_runs=(("msgstatus", True), ("polling", True)), idle_settle=2)
 
 SYSTEMS = ("msgstatus", "polling")
-
-
-LATENCY_RUNS = (("msgstatus", True), ("msgstatus", False), ("polling", True))
-"""(system, SimpleWorker?) pairs whose latency is measured. SimpleWorker is msgstatus's default, and the
-polling job's too: Bull ran the seed's jobs in the Node process, without a fork per job."""
 
 
 def _offer(rig: Rig, rate: float, seconds: float, settle: float, system: System) -> tuple[list[float], int]:
@@ -57,7 +62,7 @@ def _offer(rig: Rig, rate: float, seconds: float, settle: float, system: System)
 
 
 def bench_latency(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
-    for name, simple in LATENCY_RUNS:
+    for name, simple in plan.latency_runs:
         label = name if simple else f"{name} (--fork)"
         for rate in plan.rates:
             seconds = plan.latency_seconds if rate <= 10 else max(2.0, plan.latency_seconds / 3)
@@ -68,8 +73,6 @@ def bench_latency(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
 
 
 def bench_max_rate(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
-    if not plan.max_rates:
-        return
     for name in SYSTEMS:
         best = 0
         for rate in plan.max_rates:
@@ -86,8 +89,6 @@ def bench_max_rate(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
 
 def bench_sustained(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
     """``sustained_rate``/s for ``sustained_seconds`` into msgstatus with 2 workers: insert to emit."""
-    if not plan.sustained_rate:
-        return
     started = time.monotonic()
     lat, count = run_system(rig, "msgstatus", 2, True,
                             partial(_offer, rig, plan.sustained_rate, plan.sustained_seconds, 30))
@@ -98,8 +99,6 @@ def bench_sustained(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
 
 def bench_watcher_cpu(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
     """The watcher's CPU per change event, ``watcher_events``/s offered (half messages, half logs)."""
-    if not plan.watcher_events:
-        return
 
     def measure(system: System) -> dict[str, float]:
         watcher = system.processes[0].pid
@@ -179,7 +178,7 @@ def bench_idle(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
         system = System(name, rig, 2, True)
         try:
             system.ready()
-            time.sleep(6)  # let start-up work (index creation, first sweep) pass
+            time.sleep(plan.idle_settle)
             mongo_pid, redis_pid = rig.servers[0].pid, rig.servers[1].pid
             before = (cpu_seconds(mongo_pid), cpu_seconds(redis_pid), system.cpu(), rig.commands())
             time.sleep(plan.idle_seconds)
@@ -225,6 +224,13 @@ def bench_sweep_cost(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
         }
         print(f"sweep {size}: {results['sweep'][size]}", flush=True)
 
+
+def _planned(plan: Plan, scenario: Callable[..., None]) -> bool:
+    """Whether the plan gives a scenario anything to measure (each one starts servers of its own)."""
+    return {bench_max_rate: bool(plan.max_rates), bench_sustained: bool(plan.sustained_rate),
+            bench_watcher_cpu: bool(plan.watcher_events)}.get(scenario, True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small version, under a minute")
@@ -241,7 +247,7 @@ def main() -> None:
                  bench_drain]
     if args.drain_only:
         scenarios = [bench_drain]
-    for scenario in scenarios:
+    for scenario in filter(partial(_planned, plan), scenarios):
         # Fresh servers for each scenario: one that a system left busy for minutes cannot slow the next.
         rig = Rig()
         try:
