@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from pymongo.database import Database
 from rq import Queue
 from rq.exceptions import DuplicateJobError
@@ -26,6 +27,9 @@ PAGE = 200
 """Candidates checked for a communication log in one query."""
 
 MORE_JOB_ID = "msgstatus-sweep-more"
+
+LAST_SWEEP_KEY = "msgstatus:sweep:last"
+"""When a sweep job last ran, deferred or not (epoch seconds): the scheduler and a worker are alive."""
 
 WAITING_JOBS = SWEEP_BATCH // BATCH_SIZE
 """Status jobs waiting in the queue from which a sweep defers: about a sweep's worth of messages in batches."""
@@ -135,6 +139,8 @@ def run_sweep() -> dict[str, Any]:
     pace, without one batch per interval and without flooding the queue.
     """
     res = context.resources()
+    with contextlib.suppress(redis.RedisError):  # a record for `msgstatus status`, never a reason to fail
+        res.redis.set(LAST_SWEEP_KEY, time.time())
     queue = status_queue(res.redis)
     waiting = queue.count
     if waiting >= WAITING_JOBS:
@@ -163,3 +169,9 @@ def _sweep_again(connection: Any, later: bool) -> None:
             sweeps.enqueue_in(timedelta(seconds=1), run_sweep, **options)
         else:
             sweeps.enqueue(run_sweep, **options)
+
+
+def last_sweep_age(connection: redis.Redis) -> float | None:
+    """Seconds since a sweep job last ran; None if none has (on this Redis)."""
+    raw = connection.get(LAST_SWEEP_KEY)
+    return None if raw is None else round(max(0.0, time.time() - float(raw)), 1)  # type: ignore[arg-type]

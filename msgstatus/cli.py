@@ -204,14 +204,18 @@ def dashboard(host: str, port: int) -> None:
     "--max-slow-retry-age", default=3600.0, show_default=True, type=float,
     help="Seconds a message may wait for slow retries before the service counts as unhealthy.",
 )
-def status(as_json: bool, max_token_age: float, max_slow_retry_age: float) -> None:
+@click.option(
+    "--max-sweep-age", default=60.0, show_default=True, type=float,
+    help="Seconds without a sweep (at least three SWEEP_INTERVALs) before the service counts as unhealthy.",
+)
+def status(as_json: bool, max_token_age: float, max_slow_retry_age: float, max_sweep_age: float) -> None:
     """Queue, failures, waiting messages, streams and watcher; exits 1 when unhealthy."""
     from msgstatus.status import collect, render
 
     settings = load_settings("status")
     try:
         with _servers(settings) as (r, db):
-            report = collect(settings, r, db, max_token_age, max_slow_retry_age)
+            report = collect(settings, r, db, max_token_age, max_slow_retry_age, max_sweep_age)
     except Unreachable as error:
         report = {"healthy": False, "problems": [str(error)]}
         click.echo(json.dumps(report) if as_json else f"health:    UNHEALTHY\n  - {report['problems'][0]}")

@@ -17,6 +17,8 @@ from core.defaults import QUEUE
 from core.settings import Settings
 from jobs import leases, messages
 from jobs.queueing import FINAL, LAST_ERROR, follow_up_id, job_id, mark
+from jobs.sweep import last_sweep_age
+from msgstatus.status import sweeps_stopped
 
 DECIDED, WAITING, UNKNOWN = 0, 1, 2
 """Exit codes: decided; not yet; no such message or a bad id."""
@@ -44,7 +46,7 @@ def explain(settings: Settings, connection: redis.Redis, db: Database, message_i
         "hold": _hold(message.get(messages.HOLD)),
         "jobs": _jobs(connection, message_id),
     }
-    report["sweep"] = _sweep(settings, report)
+    report["sweep"] = _sweep(settings, report, last_sweep_age(connection))
     report["summary"] = _summary(report)
     report["exit"] = DECIDED if report["decision"] else WAITING
     return report
@@ -126,18 +128,20 @@ def _jobs(connection: redis.Redis, message_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def _sweep(settings: Settings, report: dict[str, Any]) -> str:
+def _sweep(settings: Settings, report: dict[str, Any], last_age: float | None) -> str:
     """Whether and when a sweep picks the message up."""
     hold, claim = report["hold"], report["claim"]
+    stopped = sweeps_stopped(last_age, settings.sweep_interval)
+    warning = f", but {stopped}" if stopped else ""
     if not report["tracked"]:
         return "never: it is not tracked"
     if hold and hold["kind"] == "parked":
         return "never while parked: `msgstatus requeue --failed` runs its job again"
     if hold and hold["kind"] == "retry":
-        return f"at {hold['until']} (its slow retry), or as soon as an emit succeeds"
+        return f"at {hold['until']} (its slow retry), or as soon as an emit succeeds{warning}"
     if claim and claim["job_alive"]:
         return f"not while a live job holds it (lease until {claim['until']})"
-    return f"at the next sweep (every {settings.sweep_interval}s)"
+    return f"at the next sweep (every {settings.sweep_interval}s){warning}"
 
 
 def _summary(report: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from core import metrics
 from core.defaults import QUEUE
 from core.settings import Settings
 from jobs import messages
+from jobs.sweep import last_sweep_age
 from watcher.lock import LeaderLock
 from watcher.runner import STATE_KEY
 from watcher.stream import STREAMS
@@ -23,6 +24,9 @@ MAX_TOKEN_AGE = 60.0
 
 MAX_SLOW_RETRY_AGE = 3600.0
 """Seconds after which a message still waiting for slow retries makes the service unhealthy."""
+
+MAX_SWEEP_AGE = 60.0
+"""Seconds without a sweep job (at least three intervals) after which the scheduler or every worker is gone."""
 
 FAILED_SHOWN = 20
 """Failed jobs listed by message id; the count covers all of them."""
@@ -44,6 +48,15 @@ def held(db: Database) -> dict[str, Any]:  # type: ignore[type-arg]
         "oldest_slow_retry_age_seconds": round((messages.now() - since).total_seconds(), 1) if since else None,
         "parked": collection.count_documents({**messages.TRACKED, f"{messages.HOLD}.kind": "parked"}),
     }
+
+
+def sweeps_stopped(age: float | None, interval: int, max_age: float = MAX_SWEEP_AGE) -> str | None:
+    """Why the sweeps look stopped (none has run, or none for too long), or None while they run."""
+    if age is not None and age <= max(max_age, 3 * interval):
+        return None
+    since = "has run yet" if age is None else f"has run for {age:.0f}s"
+    return (f"no sweep {since} (every {interval}s): `msgstatus schedule` or every worker is down, "
+            "so nothing missed is found and no retry is moved back onto the queue")
 
 
 def oldest_waiting_age(db: Database) -> float | None:  # type: ignore[type-arg]
@@ -69,7 +82,7 @@ def streams(connection: redis.Redis) -> dict[str, dict[str, float | None]]:
 
 def collect(
     settings: Settings, connection: redis.Redis, db: Database,  # type: ignore[type-arg]
-    max_token_age: float, max_slow_retry_age: float = MAX_SLOW_RETRY_AGE,
+    max_token_age: float, max_slow_retry_age: float = MAX_SLOW_RETRY_AGE, max_sweep_age: float = MAX_SWEEP_AGE,
 ) -> dict[str, Any]:
     """The status report; ``healthy`` is False with ``problems`` saying why."""
     queue = Queue(QUEUE, connection=connection)
@@ -98,6 +111,7 @@ def collect(
             "active": holder[:8] if holder else None,
         },
         "streams": ages,
+        "sweep": {"interval_seconds": settings.sweep_interval, "last_age_seconds": last_sweep_age(connection)},
         "sweep_only": sweep_only,
         "metrics": metrics.read(connection),
     }
@@ -109,6 +123,8 @@ def collect(
             age = stream["token_age_seconds"]
             if age is None or age > max_token_age:
                 problems.append(f"stream {name}: resume token {'missing' if age is None else f'{age:.0f}s old'}")
+    if stopped := sweeps_stopped(report["sweep"]["last_age_seconds"], settings.sweep_interval, max_sweep_age):
+        problems.append(stopped)
     slow_age = report["messages"]["oldest_slow_retry_age_seconds"]
     if slow_age is not None and slow_age > max_slow_retry_age:
         problems.append(
@@ -143,6 +159,9 @@ def render(report: dict[str, Any]) -> str:
         + (f" (the oldest since {slow_age:.0f}s)" if slow_age is not None else "")
         + f", {m['parked']} parked for an operator (bad data)"
     )
+    sweep = report["sweep"]
+    lines.append(f"sweep:     every {sweep['interval_seconds']}s, last "
+                 + ("never" if sweep["last_age_seconds"] is None else f"{sweep['last_age_seconds']:.0f}s ago"))
     for name, info in report["streams"].items():
         token, event = info["token_age_seconds"], info["last_event_age_seconds"]
         lines.append(

@@ -31,9 +31,17 @@ def test_status_is_unhealthy_without_a_watcher_and_says_why(service):
     assert code == 1 and report["healthy"] is False and report["watcher"]["mode"] == "none"
 
 
+def watching(service) -> bool:
+    """The watcher is active and both its streams have saved a token."""
+    report = json.loads(status(service, "--json")[1])
+    return report["watcher"]["mode"] == "active" and all(
+        stream["token_age_seconds"] is not None for stream in report["streams"].values())
+
+
 def test_status_is_healthy_with_an_active_watcher_and_reports_queue_and_streams(service, client, receiver):
     service.spawn("watch")
     service.spawn("work")
+    service.spawn("schedule")
     db = client[service.database]
     wait_until(lambda: status(service)[0] == 0, 30, "a healthy status")
     mid = factories.message(db)
@@ -51,10 +59,39 @@ def test_status_is_healthy_with_an_active_watcher_and_reports_queue_and_streams(
 
 
 def test_status_in_sweep_only_mode_needs_no_watcher(service):
+    service.spawn("work", SWEEP_ONLY="1")
+    service.spawn("schedule", SWEEP_ONLY="1")
+    wait_until(lambda: json.loads(status(service, "--json")[1])["sweep"]["last_age_seconds"] is not None, 20,
+               "a sweep")
     code, _ = status(service, "--json")
     assert code == 1
     result = service.run("status", "--json", SWEEP_ONLY="1")
     assert result.returncode == 0 and json.loads(result.stdout)["sweep_only"] is True
+
+
+def test_status_is_unhealthy_when_sweeps_stop_and_says_why(service):
+    every = {"SWEEP_INTERVAL": "1"}  # sweeps count as stopped after three intervals
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        return service.run("status", *args, **every)
+
+    # Given a watcher but no scheduler: no sweep has run
+    service.spawn("watch", **every)
+    wait_until(lambda: watching(service), 30, "an active watcher")
+    result = check()
+    assert result.returncode == 1
+    assert "no sweep has run yet (every 1s): `msgstatus schedule` or every worker is down" in result.stdout
+    # When a scheduler and a worker run, the sweeps run and the service is healthy
+    worker, scheduler = service.spawn("work", **every), service.spawn("schedule", **every)
+    wait_until(lambda: check().returncode == 0, 30, "a healthy status")
+    assert "sweep:     every 1s, last " in check().stdout
+    # Then, once both are gone, the sweeps are seen to have stopped
+    for process in (worker, scheduler):
+        process.terminate()
+        process.wait(15)
+    stale = wait_until(lambda: (r := check("--json", "--max-sweep-age", "0")).returncode == 1 and r, 30,
+                       "the sweeps to be seen stopped")
+    assert any(p.startswith("no sweep has run for ") for p in json.loads(stale.stdout)["problems"])
 
 
 def test_status_lists_failed_jobs_by_message_id(service, client, receiver):
@@ -107,7 +144,7 @@ def test_metrics_counters_move_after_a_delivery(service, client, receiver):
     service.spawn("watch")
     service.spawn("work")
     db = client[service.database]
-    wait_until(lambda: status(service)[0] == 0, 30, "an active watcher")
+    wait_until(lambda: watching(service), 30, "an active watcher")
     mid = factories.message(db)
     factories.communication(db, mid)
     delivered = 'msgstatus_messages_decided_total{delivered="true"}'
