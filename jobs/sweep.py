@@ -171,7 +171,7 @@ def _sweep_again(connection: Any, later: bool) -> None:
             sweeps.enqueue(run_sweep, **options)
 
 
-def last_sweep_age(connection: redis.Redis) -> float | None:
-    """Seconds since a sweep job last ran; None if none has (on this Redis)."""
+def last_sweep(connection: redis.Redis) -> float | None:
+    """When a sweep job last ran (epoch seconds); None if none has (on this Redis)."""
     raw = connection.get(LAST_SWEEP_KEY)
-    return None if raw is None else round(max(0.0, time.time() - float(raw)), 1)  # type: ignore[arg-type]
+    return None if raw is None else float(raw)  # type: ignore[arg-type]

@@ -17,8 +17,7 @@ from core.defaults import QUEUE
 from core.settings import Settings
 from jobs import leases, messages
 from jobs.queueing import FINAL, LAST_ERROR, follow_up_id, job_id, mark
-from jobs.sweep import last_sweep_age
-from msgstatus.status import sweeps_stopped
+from msgstatus.status import sweep_age, sweeps_stopped
 
 DECIDED, WAITING, UNKNOWN = 0, 1, 2
 """Exit codes: decided; not yet; no such message or a bad id."""
@@ -46,7 +45,7 @@ def explain(settings: Settings, connection: redis.Redis, db: Database, message_i
         "hold": _hold(message.get(messages.HOLD)),
         "jobs": _jobs(connection, message_id),
     }
-    report["sweep"] = _sweep(settings, report, last_sweep_age(connection))
+    report["sweep"] = _sweep(settings, report, sweep_age(connection))
     report["summary"] = _summary(report)
     report["exit"] = DECIDED if report["decision"] else WAITING
     return report

@@ -13,7 +13,7 @@ from core import metrics
 from core.defaults import QUEUE
 from core.settings import Settings
 from jobs import messages
-from jobs.sweep import last_sweep_age
+from jobs.sweep import last_sweep
 from watcher.lock import LeaderLock
 from watcher.runner import STATE_KEY
 from watcher.stream import STREAMS
@@ -48,6 +48,11 @@ def held(db: Database) -> dict[str, Any]:  # type: ignore[type-arg]
         "oldest_slow_retry_age_seconds": round((messages.now() - since).total_seconds(), 1) if since else None,
         "parked": collection.count_documents({**messages.TRACKED, f"{messages.HOLD}.kind": "parked"}),
     }
+
+
+def sweep_age(connection: redis.Redis) -> float | None:
+    """Seconds since a sweep job last ran; None if none has."""
+    return _age(last_sweep(connection))
 
 
 def sweeps_stopped(age: float | None, interval: int, max_age: float = MAX_SWEEP_AGE) -> str | None:
@@ -111,7 +116,7 @@ def collect(
             "active": holder[:8] if holder else None,
         },
         "streams": ages,
-        "sweep": {"interval_seconds": settings.sweep_interval, "last_age_seconds": last_sweep_age(connection)},
+        "sweep": {"interval_seconds": settings.sweep_interval, "last_age_seconds": sweep_age(connection)},
         "sweep_only": sweep_only,
         "metrics": metrics.read(connection),
     }
