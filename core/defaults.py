@@ -46,13 +46,16 @@ DATABASE = "msgstatus"
 """Database used when MONGO_DB_URL names none."""
 
 MIN_SECRET_BYTES = 32
-"""Shortest APP_SECRET accepted outside the embedded default (HS256 wants 256 bits)."""
+"""Shortest APP_SECRET taken without a warning (HS256 wants 256 bits); a shorter one works, with a warning at start."""
 
 EMBEDDED_APP_SECRET = "msgstatus-embedded-default-secret-not-for-production"
-"""APP_SECRET of the embedded default when none is set: fine for a demo, refused elsewhere."""
+"""APP_SECRET of the embedded default when none is set: fine for a demo; a configured MongoDB needs APP_SECRET."""
 
 EMBEDDED_MONGO_URL = "mongodb://127.0.0.1:27017/msgstatus?directConnection=true"
 """Where the embedded MongoDB listens by default."""
 
 EMBEDDED_REDIS_URL = "redis://127.0.0.1:6379/0"
 """Where the embedded Redis listens by default."""
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Addresses only this machine reaches: beyond them, the dashboard needs a password and explain over HTTP a token."""

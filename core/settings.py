@@ -10,12 +10,21 @@ from urllib.parse import urlsplit
 
 from core import defaults
 
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/@\s:]*:)[^@\s]+@", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(
+    r"(?P<head>\b[a-z][a-z0-9+.-]*://)(?P<user>[^/@\s:]*)(?P<password>:[^@\s]*)?@", re.IGNORECASE
+)
+
+
+def _mask(match: re.Match[str]) -> str:
+    # With a password, the user stays readable; a user alone (a token as the user name) is the secret.
+    if match["password"] is not None:
+        return f"{match['head']}{match['user']}:***@"
+    return f"{match['head']}***@"
 
 
 def redact(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+    """``text`` with the credentials of every URL in it replaced by ``***`` (the user kept beside a password)."""
+    return _URL_CREDENTIALS.sub(_mask, text)
 
 
 class ConfigError(ValueError):
@@ -111,13 +120,13 @@ class Settings:
         socket = _url(env, "CONVERSATION_SOCKET", ("http", "https"), "http://localhost:6001")
         embedded_mongo = mongo_url is None
         secret = env.get("APP_SECRET", "")
-        if len(secret.encode()) < defaults.MIN_SECRET_BYTES:
+        if not secret:
             if not embedded_mongo:
                 raise ConfigError(
-                    f"APP_SECRET is {'missing' if not secret else 'too short'}: the socket service's JWT "
-                    f"secret must be at least {defaults.MIN_SECRET_BYTES} bytes outside the embedded default"
+                    "APP_SECRET is missing: set it to the conversation socket service's JWT secret "
+                    "(its own APP_SECRET); only the embedded default has one of its own"
                 )
-            secret = secret or defaults.EMBEDDED_APP_SECRET
+            secret = defaults.EMBEDDED_APP_SECRET
         level = env.get("LOG_LEVEL", "INFO").upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL={level!r} is not a level: use DEBUG, INFO, WARNING or ERROR")
@@ -146,6 +155,11 @@ class Settings:
     def __repr__(self) -> str:
         shown = (f"{f.name}={redact(repr(getattr(self, f.name)))}" for f in fields(self) if f.repr)
         return f"Settings({', '.join(shown)})"
+
+    @property
+    def short_secret(self) -> bool:
+        """APP_SECRET is shorter than HS256 wants: accepted, so that an existing socket service's secret works."""
+        return len(self.app_secret.encode()) < defaults.MIN_SECRET_BYTES
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (e.g. ``sweep_only`` from a command-line flag)."""

@@ -14,6 +14,7 @@ from bson import ObjectId
 from bson.decimal128 import Decimal128
 
 from core.defaults import JWT_TTL
+from core.settings import redact
 from jobs.errors import EmitRejected, SocketUnavailable
 from jobs.messages import as_utc
 
@@ -75,11 +76,12 @@ def emit_update(
             },
         )
     except httpx.HTTPError as error:  # connection refused, timeouts, protocol errors
-        raise SocketUnavailable(f"emit to {socket_url} failed: {type(error).__name__}: {error}") from error
+        # Stored where operators read it (the hold, job meta, explain, the API): no credentials of the URL.
+        raise SocketUnavailable(redact(f"emit to {socket_url} failed: {type(error).__name__}: {error}")) from error
     status = response.status_code
     if status < 300:
         return
-    detail = response.text[:200]
+    detail = redact(response.text[:200])
     if status >= 500 or status in OUTSIDE_STATUS:
         hint = " (check APP_SECRET and CONVERSATION_SOCKET)" if status in (401, 403, 404, 405) else ""
         raise SocketUnavailable(f"socket service answered {status}: {detail}{hint}")

@@ -18,7 +18,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from core import metrics
-from core.defaults import SWEEP_BATCH
+from core.defaults import LOOPBACK, SWEEP_BATCH
 from core.settings import ConfigError, Settings
 from jobs import messages
 from jobs.queueing import Enqueuer, status_queue
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 TRIGGER_PATH = "/api/trigger/conversations/support-message-status"
 MESSAGES_PATH = "/api/messages/"
 """``GET /api/messages/<id>``: ``msgstatus explain`` as JSON (200 decided or not, 404 no such message, 400 bad id)."""
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def sweep_now(settings: Settings, connection: redis.Redis) -> dict[str, Any]:
     """One sweep in this process (the manual trigger); what it found and enqueued."""

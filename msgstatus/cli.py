@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from core import logs
+from core.defaults import MIN_SECRET_BYTES
 from core.settings import ConfigError, Settings
 from embedded.defaults import HISTORY_SIZE
 
@@ -42,12 +45,25 @@ def load_settings(process: str, **overrides: object) -> Settings:
         click.echo(f"msgstatus: configuration error: {error}", err=True)
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format, process)
+    if settings.short_secret:
+        logging.getLogger("msgstatus").warning(
+            "APP_SECRET is %d bytes, shorter than the %d bytes HS256 wants: the socket service's JWTs are "
+            "signed with it all the same, so an existing secret keeps working; replace it with a longer one "
+            "in both services when you can", len(settings.app_secret.encode()), MIN_SECRET_BYTES,
+        )
+        # Said once, above: not again by PyJWT for every token this process signs.
+        from jwt import InsecureKeyLengthWarning
+
+        warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
     return settings
 
 
-def exit_if_disabled(settings: Settings) -> None:
+def idle_if_disabled(settings: Settings, process: str) -> None:
+    """A disabled service stays up, idle, and says why, instead of exiting (and being restarted in a loop)."""
     if not settings.enabled:
-        click.echo("msgstatus: disabled by QM_CONVERSATIONS / QM_SUPPORT_MESSAGE_STATUS; nothing to do", err=True)
+        from msgstatus.idle import DISABLED, idle
+
+        idle(process, DISABLED)
         sys.exit(0)
 
 
@@ -71,6 +87,10 @@ def mongo(host: str, port: int, history: int, user: str | None) -> None:
     """Run the embedded, in-memory MongoDB-compatible server."""
     import os
 
+    from embedded.defaults import mongo_missing
+
+    if missing := mongo_missing():
+        raise click.UsageError(missing)
     from embedded.mongo import serve
 
     logs.configure(process="mongo")
@@ -98,7 +118,7 @@ def redis(host: str, port: int) -> None:
 def work(workers: int, simple: bool, burst: bool) -> None:
     """Run RQ workers for status and sweep jobs (forking by default, as RQ's own workers)."""
     settings = load_settings("worker")
-    exit_if_disabled(settings)
+    idle_if_disabled(settings, "worker")
     try:
         settings.require_socket()
     except ConfigError as error:
@@ -119,7 +139,7 @@ def work(workers: int, simple: bool, burst: bool) -> None:
 def schedule() -> None:
     """Run rq-scheduler: enqueue the sweep every SWEEP_INTERVAL seconds."""
     settings = load_settings("scheduler")
-    exit_if_disabled(settings)
+    idle_if_disabled(settings, "scheduler")
     from msgstatus.scheduling import run_scheduler
 
     run_scheduler(settings)
@@ -142,9 +162,11 @@ def sweep(once: bool) -> None:
 def watch() -> None:
     """Run the watcher: change streams on support_messages and communications enqueue status jobs."""
     settings = load_settings("watcher")
-    exit_if_disabled(settings)
+    idle_if_disabled(settings, "watcher")
     if settings.sweep_only:
-        click.echo("msgstatus: SWEEP_ONLY is set; the watcher has nothing to do", err=True)
+        from msgstatus.idle import idle
+
+        idle("watcher", "SWEEP_ONLY is set, so the sweep alone finds messages")
         sys.exit(0)
     from watcher.runner import run_watcher
 
@@ -164,7 +186,7 @@ def watch() -> None:
 def run(workers: int, simple: bool, sweep_only: bool, mongo_port: int, redis_port: int, api_port: int) -> None:
     """Run everything: embedded servers when nothing is configured, watcher, workers, scheduler."""
     settings = load_settings("run")
-    exit_if_disabled(settings)
+    idle_if_disabled(settings, "run")
     try:
         settings.require_socket()
     except ConfigError as error:
@@ -191,7 +213,11 @@ def dashboard(host: str, port: int) -> None:
     settings = load_settings("dashboard")
     from msgstatus.dashboard import run_dashboard
 
-    run_dashboard(settings, host, port, os.environ.get("DASHBOARD_USER"), os.environ.get("DASHBOARD_PASSWORD"))
+    try:
+        run_dashboard(settings, host, port, os.environ.get("DASHBOARD_USER"), os.environ.get("DASHBOARD_PASSWORD"))
+    except ConfigError as error:
+        click.echo(f"msgstatus: configuration error: {error}", err=True)
+        sys.exit(2)
 
 
 @main.command()

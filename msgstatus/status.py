@@ -14,6 +14,7 @@ from core.defaults import QUEUE
 from core.settings import Settings
 from jobs import messages
 from jobs.sweep import last_sweep
+from msgstatus.idle import DISABLED
 from watcher.lock import LeaderLock
 from watcher.runner import STATE_KEY
 from watcher.stream import STREAMS
@@ -120,11 +121,25 @@ def collect(
         "sweep_only": sweep_only,
         "metrics": metrics.read(connection),
     }
+    report["disabled"] = None if settings.enabled else DISABLED
+    # A switched-off service runs no watcher and no sweep on purpose: nothing to warn about.
+    problems = [] if report["disabled"] else _problems(
+        report, settings, holder, max_token_age, max_slow_retry_age, max_sweep_age)
+    report["healthy"] = not problems
+    report["problems"] = problems
+    return report
+
+
+def _problems(
+    report: dict[str, Any], settings: Settings, holder: str | None,
+    max_token_age: float, max_slow_retry_age: float, max_sweep_age: float,
+) -> list[str]:
+    """What makes the service unhealthy, each said for an operator."""
     problems = []
-    if not sweep_only:
+    if not report["sweep_only"]:
         if holder is None:
             problems.append("no active watcher (none holds the lock): events are not being followed")
-        for name, stream in ages.items():
+        for name, stream in report["streams"].items():
             age = stream["token_age_seconds"]
             if age is None or age > max_token_age:
                 problems.append(f"stream {name}: resume token {'missing' if age is None else f'{age:.0f}s old'}")
@@ -136,9 +151,7 @@ def collect(
             f"{report['messages']['slow_retries']} messages wait for slow retries, the oldest for {slow_age:.0f}s: "
             "emits or the database keep failing (see the workers' warnings)"
         )
-    report["healthy"] = not problems
-    report["problems"] = problems
-    return report
+    return problems
 
 
 def render(report: dict[str, Any]) -> str:
@@ -146,6 +159,7 @@ def render(report: dict[str, Any]) -> str:
     q, m, w = report["queue"], report["messages"], report["watcher"]
     lines = [
         f"health:    {'OK' if report['healthy'] else 'UNHEALTHY'}",
+        *([f"disabled:  {report['disabled']}: every process stays up, idle"] if report.get("disabled") else []),
         *(f"  - {p}" for p in report["problems"]),
         f"watcher:   {w['mode']}" + (f" ({w['active']})" if w["active"] else ""),
         f"queue:     {q['waiting']} waiting, {q['running']} running, {q['scheduled_retries']} retries scheduled,"

@@ -6,11 +6,13 @@ import json
 import os
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from embedded.processes import free_port, msgstatus_argv
+from tests import factories
 from tests.conftest import SECRET
 from tests.test_watcher import _redis_with_leader
 from tests.waiting import wait_until
@@ -100,3 +102,46 @@ def test_the_seeds_create_test_message_snippet_is_delivered_on_the_embedded_defa
     # and every command Mongoose sent on the way got MongoDB's answer, field types included
     assert [p for e in report["exchanges"] for p in e["problems"]] == []
     assert {"insert", "find", "createIndexes"} <= {e["command"] for e in report["exchanges"]}
+
+
+@pytest.fixture
+def node_socket_service(tmp_path):
+    """The Node socket service (jsonwebtoken) with a 16-byte APP_SECRET: its URL, then its report."""
+    secret = "sixteen-byte-key"
+    assert len(secret.encode()) == 16
+    with (tmp_path / "socket.log").open("w+") as errors:
+        socket = subprocess.Popen(["node", "socket-service.js"], cwd=NODE_DIR, env={**os.environ, "APP_SECRET": secret},
+                                  stdout=subprocess.PIPE, stderr=errors, text=True)
+        try:
+            assert socket.stdout is not None
+            yield secret, f"http://127.0.0.1:{socket.stdout.readline().split()[1]}"
+        finally:
+            socket.terminate()
+            socket.wait(10)
+            socket.stdout.close()
+
+
+def test_a_16_byte_app_secret_is_taken_with_one_warning_and_the_node_socket_service_verifies_its_jwts(
+    service, db, node_socket_service
+):
+    # Given a socket service whose existing secret is 16 bytes, and msgstatus given the same one
+    secret, socket_url = node_socket_service
+    env = {"APP_SECRET": secret, "CONVERSATION_SOCKET": socket_url}
+    service.spawn("watch", **env)
+    service.spawn("work", "--simple", **env)
+    # When a message and its log arrive
+    message_id = factories.message(db)
+    factories.communication(db, message_id)
+    wait_until(lambda: db.support_messages.find_one({"_id": message_id, "delivered": True}), 30, "the decision")
+    # Then jsonwebtoken verified the emit's token
+    with urllib.request.urlopen(f"{socket_url}/emits", timeout=10) as answer:
+        report = json.load(answer)
+    assert report["refused"] == []
+    (emit,) = report["emits"]
+    assert emit["data"]["_id"] == str(message_id) and emit["claims"]["type"] == "team"
+    # and each process said once, at start, that the secret is short (and PyJWT did not say it per token)
+    service.stop_all()
+    for log in service.logs:
+        text = log.read_text()
+        assert text.count("APP_SECRET is 16 bytes, shorter than the 32 bytes HS256 wants") == 1, log.name
+        assert "InsecureKeyLengthWarning" not in text

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import redis
 from bson import ObjectId
+from rq import Worker
 from rq.job import Job
 
 from embedded.processes import free_port, msgstatus_argv, wait_for_port
@@ -207,6 +208,32 @@ def test_the_dashboard_answers_on_loopback(service, auth):
     with open(f"/proc/{process.pid}/net/tcp") as tcp:
         listening = [line.split()[1] for line in tcp.readlines()[1:] if line.split()[3] == "0A"]
     assert f"0100007F:{port:04X}" in listening  # 127.0.0.1, not 0.0.0.0
+
+
+def test_a_disabled_service_stays_up_idle_and_says_so_in_its_log_and_in_status(service, db):
+    # Given the seed's switch off, When every long-running process starts
+    off = {"QM_SUPPORT_MESSAGE_STATUS": "false"}
+    processes = {name: service.spawn(*args, **off) for name, args in
+                 {"watcher": ["watch"], "worker": ["work", "--workers", "2"], "scheduler": ["schedule"],
+                  "run": ["run", "--api-port", "0"]}.items()}
+    # Then each says in its log that it is idle, and why
+    for name, log in zip(processes, service.logs, strict=True):
+        wait_until(lambda log=log: "is idle" in log.read_text(), 30, f"the {name}'s idle line")
+        assert "QM_SUPPORT_MESSAGE_STATUS" in log.read_text()
+    # and stays up (a supervisor that restarts what exits would restart it in a loop), doing nothing:
+    assert {name: p.poll() for name, p in processes.items()} == dict.fromkeys(processes)
+    r = redis.Redis.from_url(service.redis_url)
+    assert Worker.all(connection=r) == [] and list(r.scan_iter("rq:scheduler*")) == []
+    r.close()
+    # status says it is disabled, without counting the missing watcher and sweeps as problems
+    result = service.run("status", "--json", **off)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["healthy"] and "QM_SUPPORT_MESSAGE_STATUS" in report["disabled"]
+    shown = service.run("status", **off).stdout.splitlines()
+    assert shown[:2] == ["health:    OK", f"disabled:  {report['disabled']}: every process stays up, idle"]
+    # and SIGTERM stops each cleanly
+    service.stop_all()
+    assert {name: p.returncode for name, p in processes.items()} == dict.fromkeys(processes, 0)
 
 
 def test_the_demo_prints_live_lines_and_a_summary():

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 
+import httpx
 import jwt
 import pytest
 import redis
 from bson import ObjectId
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from embedded.processes import free_port, wait_for_port
 from embedded.redisserver import redis_argv
 from jobs.emit import socket_token
+from jobs.queueing import LAST_ERROR, job_id
 from tests import factories
 from tests.conftest import HOST, start_mongo
 from tests.waiting import wait_until
@@ -44,6 +48,8 @@ def redis_contents(r: redis.Redis) -> str:
             value = r.smembers(key)
         elif kind == "zset":
             value = r.zrange(key, 0, -1)
+        elif kind == "stream":  # RQ's job results
+            value = r.xrange(key)
         else:
             value = kind
         parts.append(f"{key!r}={value!r}")
@@ -116,3 +122,63 @@ def test_the_metrics_endpoint_listens_on_loopback_by_default(service):
     with open(f"/proc/{process.pid}/net/tcp") as tcp:
         listening = [line.split()[1] for line in tcp.readlines()[1:] if line.split()[3] == "0A"]
     assert f"0100007F:{port:04X}" in listening
+
+
+@pytest.mark.parametrize(
+    ("host", "env", "said"),
+    [
+        ("0.0.0.0", {}, "without a password"),
+        ("127.0.0.1", {"DASHBOARD_USER": "admin", "DASHBOARD_PASSWORD": ""}, "DASHBOARD_PASSWORD is empty"),
+        ("0.0.0.0", {"DASHBOARD_USER": "admin"}, "DASHBOARD_PASSWORD is empty"),
+        ("127.0.0.1", {"DASHBOARD_PASSWORD": "pw"}, "DASHBOARD_USER is not"),
+    ],
+)
+def test_the_dashboard_refuses_to_start_where_anyone_could_delete_failed_jobs(service, host, env, said):
+    # When the dashboard is asked to listen beyond loopback without a user, or given a user and no password
+    port = free_port()
+    result = service.run("dashboard", "--host", host, "--port", str(port), timeout=30, **env)
+    # Then it exits with a configuration error naming what to set, before it ever listens
+    assert result.returncode == 2, result.stderr
+    assert "configuration error" in result.stderr and said in result.stderr
+    assert "DASHBOARD_USER" in result.stderr or "DASHBOARD_PASSWORD" in result.stderr
+
+
+def _last_error(r: redis.Redis, message_id: str) -> str | None:
+    try:
+        return Job.fetch(job_id(message_id), connection=r).meta.get(LAST_ERROR)
+    except NoSuchJobError:
+        return None
+
+
+def test_a_socket_url_with_a_password_never_reaches_mongo_redis_explain_the_api_or_logs(service, db):
+    # Given a CONVERSATION_SOCKET with credentials in it, where nothing listens (every emit fails)
+    socket = f"http://msgstatus:{MARKER}@{HOST}:{free_port()}"
+    env = {"CONVERSATION_SOCKET": socket, "FAST_ATTEMPTS": "2", "LOG_LEVEL": "DEBUG"}
+    api_port = free_port()
+    service.spawn("watch", **env)
+    service.spawn("work", "--simple", **env)
+    service.spawn("schedule", **env)  # it moves due retries back onto the queue
+    api = service.spawn("api", "--port", str(api_port), **env)
+    wait_for_port(HOST, api_port, 30, api)
+    # When a message and its log arrive and its emits fail until it waits for a slow retry
+    r = redis.Redis.from_url(service.redis_url)
+    message_id = factories.message(db)
+    factories.communication(db, message_id)
+    retried = wait_until(lambda: _last_error(r, str(message_id)), 30, "the first failed attempt's error in its job")
+    held = wait_until(lambda: (db.support_messages.find_one({"_id": message_id, "status_hold.kind": "retry"})),
+                      30, "the message held for a slow retry")
+    explained = service.run("explain", str(message_id), "--json", **env)
+    with httpx.Client() as http:
+        served = http.get(f"http://{HOST}:{api_port}/api/messages/{message_id}").text
+    jobs = [Job.fetch(key.decode().removeprefix("rq:job:"), connection=r) for key in r.scan_iter("rq:job:*")]
+    in_redis = redis_contents(r) + "".join(f"{job.meta}{job.latest_result()}" for job in jobs)
+    r.close()
+    service.stop_all()
+    stored = "".join(str(doc) for name in db.list_collection_names() for doc in db[name].find())
+    # Then the error is there to read, with the URL's credentials masked, in every place an operator looks
+    assert "msgstatus:***@" in held["status_hold"]["error"]
+    assert "msgstatus:***@" in explained.stdout and "msgstatus:***@" in served
+    assert "msgstatus:***@" in retried
+    places = {"MongoDB": stored, "Redis": in_redis, "explain": explained.stdout + explained.stderr,
+              "the API": served, "the logs": service.log_text()}
+    assert {place for place, text in places.items() if MARKER in text} == set()

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from core import defaults
-from core.settings import ConfigError, Settings
+from core.settings import ConfigError, Settings, redact
 from embedded.processes import msgstatus_argv
 
 LONG_SECRET = "s" * 32
@@ -23,13 +23,17 @@ def test_nothing_configured_means_the_embedded_default():
     assert settings.database == "msgstatus"
 
 
-def test_a_real_mongodb_requires_a_long_app_secret():
+def test_a_real_mongodb_requires_an_app_secret_and_takes_a_short_one_as_the_node_service_does():
     env = {"MONGO_DB_URL": "mongodb://db:27017/app"}
     with pytest.raises(ConfigError, match="APP_SECRET is missing"):
         Settings.from_env(env)
-    with pytest.raises(ConfigError, match="APP_SECRET is too short"):
-        Settings.from_env({**env, "APP_SECRET": "short"})
-    assert Settings.from_env({**env, "APP_SECRET": LONG_SECRET}).database == "app"
+    with pytest.raises(ConfigError, match="APP_SECRET is missing"):
+        Settings.from_env({**env, "APP_SECRET": ""})
+    short = Settings.from_env({**env, "APP_SECRET": "s" * 16})
+    assert short.app_secret == "s" * 16 and short.short_secret  # warned about once, at start (cli)
+    settings = Settings.from_env({**env, "APP_SECRET": LONG_SECRET})
+    assert settings.database == "app" and not settings.short_secret
+    assert not Settings.from_env({}).short_secret  # the embedded default's own secret
 
 
 def test_the_secret_never_shows_in_the_settings_repr():
@@ -80,3 +84,16 @@ def test_a_cli_refuses_bad_configuration_with_exit_code_2_and_the_variable_named
     )
     assert result.returncode == 2
     assert "SWEEP_INTERVAL" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("emit to https://bot:pa:ss@socket.example.net/x", "emit to https://bot:***@socket.example.net/x"),
+        ("redis://:secret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("POST https://token123@socket.example.net/emit", "POST https://***@socket.example.net/emit"),
+        ("http://127.0.0.1:6001/emit answered 503", "http://127.0.0.1:6001/emit answered 503"),
+    ],
+)
+def test_redact_hides_every_credential_of_a_url_and_leaves_the_rest(text, shown):
+    assert redact(text) == shown
