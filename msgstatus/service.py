@@ -7,7 +7,9 @@ import os
 import socket
 
 from core.settings import ConfigError, Settings
+from embedded.defaults import mongo_missing
 from embedded.processes import msgstatus_argv
+from embedded.redisserver import RedisServerNotFound, redis_server_binary
 from msgstatus.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,13 @@ def run_all(
     """Start embedded servers (if nothing is configured), the watcher, workers and the scheduler."""
     env = dict(os.environ)
     children: list[Child] = []
+    if settings.embedded_mongo and (missing := mongo_missing()):
+        raise ConfigError(f"MONGO_DB_URL is not set, and {missing}; or set MONGO_DB_URL")
+    if settings.embedded_redis:
+        try:
+            redis_server_binary()
+        except RedisServerNotFound as error:
+            raise ConfigError(f"REDIS_URL is not set, and {error}; or set REDIS_URL") from None
     if settings.embedded_mongo:
         children.append(_embedded("mongo", "MongoDB", mongo_port, "MONGO_DB_URL", env))
         env["MONGO_DB_URL"] = f"mongodb://127.0.0.1:{mongo_port}/{settings.database}?directConnection=true"

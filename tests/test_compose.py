@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import yaml
 
 from core.settings import VARIABLES
 from msgstatus.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-
-
-def msgstatus_services() -> dict[str, dict]:
-    return {
-        name: svc for name, svc in compose()["services"].items()
-        if isinstance(svc.get("command"), list) and svc["command"][0] == "msgstatus"
-    }
+from tests.replay import ROOT, compose, msgstatus_services
 
 
 def test_compose_runs_mongo_as_a_replica_set_with_a_healthcheck_and_redis():
     services = compose()["services"]
     assert services["mongo"]["image"] == "mongo:7"
-    assert "--replSet" in services["mongo"]["command"]
+    assert "--replSet rs0" in " ".join(services["mongo"]["entrypoint"])
     assert "rs.initiate" in " ".join(services["mongo"]["healthcheck"]["test"])
     assert services["redis"]["image"] == "redis:7"
-    assert {"watcher", "worker", "scheduler", "dashboard"} <= set(msgstatus_services())
+    assert {"watcher", "worker", "scheduler", "dashboard", "api"} <= set(msgstatus_services())
+
+
+def test_mongo_and_redis_require_passwords_that_compose_will_not_start_without():
+    services = compose()["services"]
+    mongo, redis = services["mongo"], services["redis"]
+    # MongoDB: authentication with a key file (a replica set with users needs one), from the environment
+    assert "--keyFile" in " ".join(mongo["entrypoint"])
+    assert mongo["environment"]["MONGO_INITDB_ROOT_PASSWORD"].startswith("${MONGO_PASSWORD:?")
+    assert mongo["environment"]["MONGO_REPLICA_KEY"].startswith("${MONGO_REPLICA_KEY:?")
+    # Redis: requirepass, and the healthcheck authenticates
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    # and every msgstatus process carries both in its URLs
+    for name, service in msgstatus_services().items():
+        env = service["environment"]
+        assert env["MONGO_DB_URL"].startswith("mongodb://msgstatus:${MONGO_PASSWORD:?"), name
+        assert env["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?"), name
+    # No database port is published: only the dashboard, the api and Prometheus, each on loopback
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"dashboard", "api", "prometheus"}
 
 
 def test_every_msgstatus_command_and_option_in_compose_exists_in_the_cli():
