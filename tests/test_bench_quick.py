@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.serial  # measures time or CPU: run alone (make test)
+
 
 def test_the_quick_benchmark_compares_both_systems_and_writes_its_report(tmp_path):
     result = subprocess.run(

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.serial  # measures time or CPU: run alone (make test)
+
 
 def test_killing_the_watcher_twice_and_a_worker_mid_job_loses_nothing_and_decides_nothing_twice(tmp_path):
     out = tmp_path / "chaos.md"

@@ -14,6 +14,8 @@ from pymongo.errors import OperationFailure
 from tests.conftest import start_mongo
 from tests.relay import Relay
 
+pytestmark = pytest.mark.serial  # measures time or CPU: run alone (make test)
+
 
 def resume_error(coll, token) -> OperationFailure:
     """The error of opening a stream on ``coll`` that resumes after ``token``."""

@@ -8,6 +8,8 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
+pytestmark = pytest.mark.serial  # measures time or CPU: run alone (make test)
+
 
 def _rate(coll, count: int) -> float:
     started = time.perf_counter()

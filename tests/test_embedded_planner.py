@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+pytestmark = pytest.mark.serial  # measures time or CPU: run alone (make test)
+
 DOCS = [
     {"k": 1, "f": "a"}, {"k": 2, "f": "b"}, {"k": 3, "f": None}, {"k": 4}, {"k": 5, "f": ["a", "c"]},
     {"k": 6, "f": {"x": 1}}, {"k": 7, "f": 1}, {"k": 8, "f": 1.0}, {"k": 9, "f": []}, {"k": 10, "f": "A"},

@@ -220,6 +220,7 @@ def test_two_sweeps_at_once_make_one_emit_per_message(service, db, queue, receiv
     assert sorted(e.message_id for e in receiver.emits) == sorted(str(m) for m in mids)
 
 
+@pytest.mark.serial  # two sweep intervals is a bound on time
 def test_sweep_only_mode_delivers_a_batch_of_200_within_two_sweep_intervals(service, db, receiver):
     # SimpleWorkers: forking ones take ~6 s for 200 jobs here (a fresh MongoClient per
     # horse), which with a sweep due up to 5 s after the last write can exceed 10 s.
