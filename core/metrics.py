@@ -132,6 +132,9 @@ RECONNECTS = Counter("msgstatus_stream_reconnects_total", "Reconnections of a ch
 NO_CHANGE_STREAMS = Counter(
     "msgstatus_sweep_only_fallbacks_total",
     "Times a watcher found that MongoDB offers no change streams and fell back to sweep-only.")
+ENABLED = Gauge(
+    "msgstatus_enabled",
+    "1 while QM_CONVERSATIONS and QM_SUPPORT_MESSAGE_STATUS are on; 0 while switched off (every process idle).")
 WATCHERS = Gauge(
     "msgstatus_watchers",
     "Watcher processes by role (active: follows the change streams; standby: waits for the lock; "

@@ -28,6 +28,7 @@ def gauges(settings: Settings, connection: redis.Redis, db: Database) -> dict[Ga
         metrics.SCHEDULED: [({}, queue.scheduled_job_registry.count)],
         metrics.FAILED: [({}, queue.failed_job_registry.count)],
         metrics.SWEEP_INTERVAL: [({}, settings.sweep_interval)],
+        metrics.ENABLED: [({}, 1 if settings.enabled else 0)],
         metrics.WATCHERS: [({"role": role}, n) for role, n in sorted(roles.count(connection).items())],
         metrics.TOKEN_AGE: [({"stream": name}, ages["token_age_seconds"])
                             for name, ages in streams(connection).items() if ages["token_age_seconds"] is not None],

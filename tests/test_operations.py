@@ -231,6 +231,10 @@ def test_a_disabled_service_stays_up_idle_and_says_so_in_its_log_and_in_status(s
     assert result.returncode == 0 and report["healthy"] and "QM_SUPPORT_MESSAGE_STATUS" in report["disabled"]
     shown = service.run("status", **off).stdout.splitlines()
     assert shown[:2] == ["health:    OK", f"disabled:  {report['disabled']}: every process stays up, idle"]
+    # and the metrics say so, which keeps the no-sweeps and no-watcher alerts quiet (tests/alerts_test.yml)
+    port = free_port()
+    wait_for_port("127.0.0.1", port, 30, service.spawn("api", "--port", str(port), **off))
+    assert "\nmsgstatus_enabled 0\n" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     # and SIGTERM stops each cleanly
     service.stop_all()
     assert {name: p.returncode for name, p in processes.items()} == dict.fromkeys(processes, 0)
