@@ -32,6 +32,7 @@ TRIGGER_PATH = "/api/trigger/conversations/support-message-status"
 MESSAGES_PATH = "/api/messages/"
 """``GET /api/messages/<id>``: ``msgstatus explain`` as JSON (200 decided or not, 404 no such message, 400 bad id)."""
 
+
 def sweep_now(settings: Settings, connection: redis.Redis) -> dict[str, Any]:
     """One sweep in this process (the manual trigger); what it found and enqueued."""
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url)
