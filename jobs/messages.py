@@ -65,9 +65,15 @@ def due(at: datetime) -> dict[str, Any]:
     return {**TRACKED, f"{HOLD}.until": {"$lte": at}, **unclaimed(at)}
 
 
+MONGOOSE_TRUE = frozenset({True, "true", "1", "yes"})
+"""What a Mongoose Boolean field casts to true (its convertToTrue, in which 1 is True); any other value it
+casts to false or leaves unset, and the seed's ``if (communication._doc.success)`` decides not delivered."""
+
+
 def is_delivery(success: Any) -> bool:
-    """The seed's test as a Mongoose Boolean field casts it: true, or the string "true" in any case."""
-    return success is True or (isinstance(success, str) and success.strip().lower() == "true")
+    """The seed's test of a log's ``success``, as Mongoose casts it (case-sensitive: "TRUE" is not true)."""
+    # Numbers compare by value, as in JavaScript (1.0 and Int64(1) are 1); other types are never true.
+    return isinstance(success, bool | int | float | str) and success in MONGOOSE_TRUE
 
 
 @dataclass(frozen=True)

@@ -91,15 +91,18 @@ def test_a_communication_for_a_message_that_does_not_exist_is_skipped(service, r
     assert not failed_ids(service)
 
 
-@pytest.mark.parametrize("success", ["false", 0, None, "missing"])
-def test_success_that_is_not_boolean_true_decides_not_delivered(running, receiver, success):
+@pytest.mark.parametrize(
+    ("success", "delivered"),
+    [("false", False), (0, False), (None, False), ("missing", False), ("TRUE", False), ("yes", True), (1, True)],
+)
+def test_success_is_read_as_the_seeds_mongoose_model_casts_it(running, receiver, success, delivered):
     db = running
     mid = factories.message(db)
     if success == "missing":
         db.communications.insert_one({"conv_message_id": mid, "account_id": ObjectId()})
     else:
         factories.communication(db, mid, success=success)
-    assert wait_until(lambda: decided(db, mid), 20, "the message")["delivered"] is False
+    assert wait_until(lambda: decided(db, mid), 20, "the message")["delivered"] is delivered
 
 
 @pytest.mark.parametrize(

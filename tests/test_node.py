@@ -9,9 +9,12 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pymongo
 import pytest
+from bson import Decimal128, Int64, ObjectId
 
 from embedded.processes import free_port, msgstatus_argv
+from jobs.messages import is_delivery
 from tests import factories
 from tests.conftest import SECRET
 from tests.test_watcher import _redis_with_leader
@@ -145,3 +148,29 @@ def test_a_16_byte_app_secret_is_taken_with_one_warning_and_the_node_socket_serv
         text = log.read_text()
         assert text.count("APP_SECRET is 16 bytes, shorter than the 32 bytes HS256 wants") == 1, log.name
         assert "InsecureKeyLengthWarning" not in text
+
+
+SUCCESS_VALUES = [True, False, "true", "TRUE", "True", " true", "false", 1, 0, 1.0, 2, -1, 0.5, "1", "0", "yes",
+                  "Yes", "no", "y", "", None, Int64(1), Int64(0), Decimal128("1"), [True], {"ok": True}]
+"""Values a provider callback might store in ``success``: Mongoose's cast table and its edges."""
+
+
+@pytest.fixture(scope="module")
+def seeds_verdicts(mongo_server) -> dict[str, bool]:
+    """Each SUCCESS_VALUES log as the seed's job decides it: loaded by its Mongoose model, `_doc.success` tested."""
+    database = f"cast_{os.getpid()}"
+    ids = [ObjectId() for _ in SUCCESS_VALUES]
+    with pymongo.MongoClient(mongo_server.url) as client:
+        client[database].communications.insert_many([
+            {"_id": oid, "conv_message_id": ObjectId(), "success": value}
+            for oid, value in zip(ids, SUCCESS_VALUES, strict=True)
+        ])
+    run = node("cast.js", str(mongo_server.port), database)
+    assert run.returncode == 0, run.stderr
+    verdicts = {log["id"]: log["delivered"] for log in json.loads(run.stdout)}
+    return {str(index): verdicts[str(oid)] for index, oid in enumerate(ids)}
+
+
+@pytest.mark.parametrize("index", range(len(SUCCESS_VALUES)), ids=[repr(v) for v in SUCCESS_VALUES])
+def test_success_means_delivered_exactly_when_the_seeds_mongoose_model_says_so(seeds_verdicts, index):
+    assert is_delivery(SUCCESS_VALUES[index]) is seeds_verdicts[str(index)]
