@@ -18,6 +18,9 @@ from core.settings import redact
 from jobs.errors import EmitRejected, SocketUnavailable
 from jobs.messages import as_utc
 
+MAX_REDIRECTS = 5
+"""307/308 redirects one emit follows at most."""
+
 OUTSIDE_STATUS = frozenset({401, 403, 404, 405, 407, 408, 409, 425, 429})
 """4xx answers about us or the moment (credentials, address, rate), not the message: retried like a 5xx."""
 
@@ -74,13 +77,24 @@ def emit_update(
                 "x-account-id": account_id,
                 "Idempotency-Key": idempotency_key(message["_id"], communication_id),
             },
+            follow_redirects=False,
         )
+        # 307 and 308 repeat the POST elsewhere, as axios followed them for the seed; httpx builds the next
+        # request and drops the token on a redirect to another origin.
+        for _ in range(MAX_REDIRECTS):
+            if response.status_code not in (307, 308) or response.next_request is None:
+                break
+            response = http.send(response.next_request, follow_redirects=False)
     except httpx.HTTPError as error:  # connection refused, timeouts, protocol errors
         # Stored where operators read it (the hold, job meta, explain, the API): no credentials of the URL.
         raise SocketUnavailable(redact(f"emit to {socket_url} failed: {type(error).__name__}: {error}")) from error
     status = response.status_code
     if status < 300:
         return
+    if status < 400:  # a redirect that would turn the POST into a GET, or one too many: about us, not the message
+        raise SocketUnavailable(redact(
+            f"socket service answered {status} to {response.url} (redirect to {response.headers.get('location')!r}):"
+            " set CONVERSATION_SOCKET to where it points"))
     detail = redact(response.text[:200])
     if status >= 500 or status in OUTSIDE_STATUS:
         hint = " (check APP_SECRET and CONVERSATION_SOCKET)" if status in (401, 403, 404, 405) else ""

@@ -45,6 +45,12 @@ class Behaviour:
     fail_next: list[int] = field(default_factory=list)
     by_message: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Per message id: the status and delay of its next emit (then it is forgotten)."""
+    moved: int | None = None
+    """A redirect status (301, 307...) that ``POST /emit`` answers, pointing at ``MOVED_PATH`` on this server."""
+
+
+MOVED_PATH = "/moved/emit"
+"""Where the receiver takes emits besides ``/emit``: the target of its redirects."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -124,10 +130,16 @@ class SocketReceiver:
                 arrived = time.time()
                 length = int(self.headers.get("content-length", 0))
                 raw = self.rfile.read(length)
+                if self.path == "/emit" and receiver.behaviour.moved:
+                    self.send_response(receiver.behaviour.moved)
+                    self.send_header("location", MOVED_PATH)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 status, delay = receiver._answer(raw)
                 if delay:
                     receiver._stopped.wait(delay)
-                if status == 200 and self.path == "/emit":
+                if status == 200 and self.path in ("/emit", MOVED_PATH):
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     try:
                         body = json.loads(raw)
@@ -142,7 +154,7 @@ class SocketReceiver:
                             receiver.emits.append(emit)
                         for listener in receiver.listeners:
                             listener(emit)
-                elif self.path != "/emit":
+                elif self.path not in ("/emit", MOVED_PATH):
                     status = 404
                 self.send_response(status)
                 self.send_header("content-type", "application/json")

@@ -13,7 +13,7 @@ from rq.job import Job
 
 from core.defaults import QUEUE
 from jobs.messages import CLAIM, HOLD
-from jobs.queueing import Enqueuer, job_id
+from jobs.queueing import LAST_ERROR, Enqueuer, job_id
 from tests import factories
 from tests.conftest import SECRET
 from tests.waiting import wait_until
@@ -148,6 +148,38 @@ def test_socket_down_is_retried_then_delivered_once_it_is_back(service, db, queu
     assert wait_until(lambda: decided(db, mid), 30, "the retried message to be decided")["delivered"] is True
     assert receiver.requests == 3
     assert len(receiver.emits_for(str(mid))) == 1
+
+
+@pytest.mark.parametrize("moved", [307, 308])
+def test_a_307_or_308_redirect_is_followed_with_the_same_post_and_token(service, db, queue, receiver, moved):
+    # Given a socket service that answers POST /emit with a redirect to another path of its own
+    receiver.behaviour.moved = moved
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work", "--simple")
+    enqueue(queue, mid)
+    # Then the emit is repeated there, its JWT verified, and the message decided at once
+    assert wait_until(lambda: decided(db, mid), 20, "the message")["delivered"] is True
+    assert len(receiver.emits_for(str(mid))) == 1 and receiver.rejected == []
+
+
+def test_a_redirect_that_would_turn_the_post_into_a_get_is_retried_not_parked(service, db, queue, receiver):
+    # Given a socket service that answers 301 (which a client follows with a GET, losing the emit)
+    receiver.behaviour.moved = 301
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work", "--simple")
+    service.spawn("schedule")  # moves due retries onto the queue
+    enqueue(queue, mid)
+    # Then the attempt fails as an outside cause (retried, the redirect named), not as bad data
+    job = wait_until(lambda: Job.exists(job_id(str(mid)), connection=queue.connection)
+                     and Job.fetch(job_id(str(mid)), connection=queue.connection), 20, "the job")
+    wait_until(lambda: job.refresh() or job.get_status() == "scheduled", 20, "a retry scheduled")
+    assert "answered 301" in job.meta[LAST_ERROR] and "/moved/emit" in job.meta[LAST_ERROR]
+    assert db.support_messages.find_one({"_id": mid}).get(HOLD) is None and queue.failed_job_registry.count == 0
+    # and once the socket service stops redirecting, the retry decides it
+    receiver.behaviour.moved = None
+    assert wait_until(lambda: decided(db, mid), 20, "the retried message")["delivered"] is True
 
 
 def test_socket_unreachable_is_retried_too(service, db, queue, receiver):
