@@ -15,6 +15,7 @@ import contextlib
 import logging
 
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -42,13 +43,21 @@ def failed(redis: Redis) -> None:
 
 
 def succeeded(redis: Redis, db: Database) -> int:  # type: ignore[type-arg]
-    """After a failure: enqueue every scheduled retry and make slow retries due; how many were woken."""
-    if not redis.exists(FAILING_KEY) or not redis.set(WOKEN_KEY, "1", nx=True, ex=WAKE_INTERVAL):
+    """After a failure: enqueue every scheduled retry and make slow retries due; how many were woken.
+
+    Called after a decision is committed, so it never raises: a wake-up that Redis or the database
+    cannot take now is left to the retries' own schedule and the sweeps.
+    """
+    try:
+        if not redis.exists(FAILING_KEY) or not redis.set(WOKEN_KEY, "1", nx=True, ex=WAKE_INTERVAL):
+            return 0
+        redis.delete(FAILING_KEY)
+        moved = sum(retries.move_all(queue) for queue in queueing.status_queues(redis))
+        due = messages.wake(db, messages.now())
+        if due:
+            sweep.sweep_soon(redis)
+    except (RedisError, PyMongoError) as error:
+        log.warning("waking the waiting messages failed (%s); their retries and the sweeps bring them", error)
         return 0
-    redis.delete(FAILING_KEY)
-    moved = sum(retries.move_all(queue) for queue in queueing.status_queues(redis))
-    due = messages.wake(db, messages.now())
-    if due:
-        sweep.sweep_soon(redis)
     log.info("attempts succeed again: %d scheduled retries enqueued now, %d slow retries due now", moved, due)
     return moved + due

@@ -10,6 +10,8 @@ import redis
 from rq import Queue
 
 from core.defaults import SWEEP_QUEUE
+from embedded.processes import free_port
+from jobs import wakeup
 from tests import factories
 from tests.conftest import Service, start_redis
 from tests.waiting import wait_until
@@ -88,3 +90,11 @@ def test_the_scheduler_stopped_while_redis_is_away_exits_at_once(service, own_re
     finally:
         r.close()
         svc.stop_all()
+
+
+def test_a_wake_up_after_a_committed_decision_does_not_raise_when_redis_is_gone(client, db_name):
+    # Given Redis gone (nothing listens where it was) at the moment a decision asks to wake what waits
+    gone = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    # When the wake-up runs, Then it reports nothing woken instead of failing the decided message's job
+    assert wakeup.succeeded(gone, client[db_name]) == 0
+    gone.close()
