@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from types import FrameType
@@ -113,6 +114,16 @@ class SweepScheduler(Scheduler):  # type: ignore[misc]
         if released:
             log.debug("scheduler: %d due retries enqueued", released)
         return super().enqueue_jobs()
+
+
+    def enqueue_job(self, job: Any) -> None:
+        # A sweep still waiting on its queue (no worker takes it) covers the next one: push it once and
+        # keep only its schedule moving, instead of piling up one sweep per interval.
+        if job.id == SWEEP_JOB_ID and job.id in self.get_queue_for_job(job).job_ids:
+            self.connection.zadd(self.scheduled_jobs_key, {job.id: time.time() + self.settings.sweep_interval})
+            log.debug("scheduler: the last sweep still waits for a worker; not queued again")
+            return
+        super().enqueue_job(job)
 
 
 def _scheduler(connection: redis.Redis, settings: Settings, stopping: threading.Event) -> SweepScheduler:

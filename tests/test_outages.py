@@ -98,3 +98,16 @@ def test_a_wake_up_after_a_committed_decision_does_not_raise_when_redis_is_gone(
     # When the wake-up runs, Then it reports nothing woken instead of failing the decided message's job
     assert wakeup.succeeded(gone, client[db_name]) == 0
     gone.close()
+
+
+def test_the_scheduler_queues_one_sweep_while_no_worker_takes_it(service):
+    # Given the scheduler running with a 1-second sweep interval and no worker at all
+    r = redis.Redis.from_url(service.redis_url)
+    service.spawn("schedule", SWEEP_INTERVAL="1")
+    first = wait_until(lambda: r.zscore("rq:scheduler:scheduled_jobs", "msgstatus-sweep"), 20, "the sweep scheduled")
+    # When four more intervals have come
+    wait_until(lambda: (r.zscore("rq:scheduler:scheduled_jobs", "msgstatus-sweep") or 0) >= first + 4, 20,
+               "four more sweep intervals")
+    # Then one sweep waits on its queue, not one per interval
+    assert Queue(SWEEP_QUEUE, connection=r).job_ids == ["msgstatus-sweep"]
+    r.close()
