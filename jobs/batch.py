@@ -25,6 +25,7 @@ from bson.errors import InvalidId
 from redis.exceptions import RedisError
 
 from core import metrics
+from core.defaults import EMIT_TIMEOUT
 from jobs import context, messages, wakeup
 from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 
 CONCURRENCY = 8
 """Decisions (each a transaction and an emit) one worker process runs side by side."""
+
+ATTEMPT_TIME = EMIT_TIMEOUT + 5.0
+"""Seconds one decision may take at most (its emit's timeout, the lookups, the commit): a batch starts none
+on a lease with less than this left, and hands the message to a job of its own instead."""
 
 COUNTED = frozenset({"delivered", "undelivered", "waiting", "skipped"})
 """Outcomes this job counts itself."""
@@ -59,6 +64,8 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
     token = messages.new_token()
     outcomes: Counter[str] = Counter()
     res.leases.hold(token)
+    # Behind a slow socket service the last decisions start late: none may start on a lease about to end
+    starts_by = time.monotonic() + res.settings.claim_ttl - ATTEMPT_TIME
     try:
         held = messages.claim_many(res.db, oids, token, res.settings.claim_ttl)
         for oid in messages.tracked_among(res.db, [oid for oid in oids if oid not in held]):
@@ -67,7 +74,7 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
         waiting = [oid for oid in held if oid not in logs]
         messages.release_many(res.db, waiting, token)
         outcomes["waiting"] = len(waiting)
-        decided = _pool_here().map(lambda oid: _one(enqueuer, oid, token, logs[oid], held[oid]),
+        decided = _pool_here().map(lambda oid: _one(enqueuer, oid, token, logs[oid], held[oid], starts_by),
                                    [oid for oid in held if oid in logs])
         outcomes.update(decided)
     finally:
@@ -85,8 +92,14 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
     return dict(outcomes + handed)
 
 
-def _one(enqueuer: Enqueuer, oid: ObjectId, token: str, communication: dict[str, Any], hold: Any) -> str:
+def _one(
+    enqueuer: Enqueuer, oid: ObjectId, token: str, communication: dict[str, Any], hold: Any, starts_by: float,
+) -> str:
     """One message's decision, or where it goes instead; never raises."""
+    if time.monotonic() > starts_by:  # its own job claims it afresh, with a whole lease for its attempt
+        release_quietly(oid, token)
+        enqueuer.enqueue(str(oid))
+        return "handed-off"
     try:
         return decide_and_emit(oid, token, communication)
     except BadMessage:

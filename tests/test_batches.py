@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import time
 
 from rq.job import Job
@@ -111,3 +113,22 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_emits_again_only_what_it_ha
         assert min(times) <= killed, f"{mid} was emitted twice without having been emitted before the kill"
         assert mid not in {str(m) for m in decided_before}, f"{mid} was emitted again after its decision"
     print(f"{len(twice)} of 40 emitted twice (in flight when the worker was killed)")
+
+
+def test_a_batch_behind_a_hanging_socket_service_starts_no_decision_its_claims_could_not_outlast(
+    service, db, queue, receiver
+):
+    # Given 16 messages in one batch job, claims that last 22 s, and a socket service that answers no emit
+    # within the emit's 10 s timeout
+    receiver.behaviour.delay = 15.0
+    mids = pairs(db, 16)
+    Enqueuer(queue).enqueue_many([str(m) for m in mids])
+    assert len(queue.job_ids) == 1
+    # When a worker runs the batch: 8 decisions at a time, each emit timing out after 10 s
+    service.spawn("work", "--simple", CLAIM_TTL="22")
+    line = wait_until(lambda: re.search(r"batch of 16: (\{.*?\})", service.log_text()), 40, "the batch's line")
+    # Then the 8 that would have started 10 s in, with 12 s of their claims left (less than an attempt may
+    # take), went to jobs of their own instead of emitting on a claim that could run out under them
+    result = ast.literal_eval(line.group(1))
+    assert (result.get("retried"), result.get("handed-off")) == (8, 8), result
+    receiver.behaviour.delay = 0.0
