@@ -197,6 +197,17 @@ def park(db: Database, message_id: ObjectId, token: str, error: str) -> None:  #
     )
 
 
+def parked(
+    db: Database, message_ids: list[ObjectId] | None = None, limit: int = 0,  # type: ignore[type-arg]
+) -> list[ObjectId]:
+    """The parked messages (of ``message_ids``, if given), oldest first; at most ``limit`` (0: all)."""
+    query: dict[str, Any] = {**TRACKED, f"{HOLD}.kind": "parked"}
+    if message_ids is not None:
+        query["_id"] = {"$in": message_ids}
+    found = db[MESSAGES].find(query, {"_id": 1}).sort(f"{HOLD}.since", 1).limit(limit)
+    return [doc["_id"] for doc in found]
+
+
 def unpark(db: Database, message_ids: list[ObjectId]) -> int:  # type: ignore[type-arg]
     """Let sweeps find these messages again (an operator requeued their jobs); how many were parked."""
     result = db[MESSAGES].update_many(

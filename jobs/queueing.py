@@ -134,6 +134,15 @@ class Enqueuer:
             return "follow-up"
         return "waiting"
 
+    def requeue(self, message_id: str) -> None:
+        """A fresh job for a message an operator unparked: a failed job of its own, if RQ still keeps one,
+        gives way (RQ's failed registry forgets failed jobs after FAILURE_TTL; MongoDB does not)."""
+        for jid in (job_id(message_id), follow_up_id(message_id)):
+            job = self._fetch(jid)
+            if job is not None and job.get_status(refresh=False) == JobStatus.FAILED:
+                job.delete()
+        self.enqueue(message_id)
+
     def enqueue_many(self, message_ids: Sequence[str]) -> Counter[str]:
         """Queue the messages, arrived together, in batch jobs of up to BATCH_SIZE; what happened to each.
 

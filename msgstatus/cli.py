@@ -300,14 +300,25 @@ def trigger() -> None:
 
 
 @main.command()
-@click.option("--failed", is_flag=True, required=True, help="Put every failed status job back on the queue.")
-def requeue(failed: bool) -> None:
-    """Put failed status jobs back on the queue, each with a fresh set of attempts (after fixing their data)."""
+@click.option("--failed", is_flag=True, help="Put every failed status job in RQ's failed registry back on the queue.")
+@click.option("--parked", is_flag=True,
+              help="Give every parked message (or those named) a fresh job, found in MongoDB whenever it is run.")
+@click.argument("message_ids", nargs=-1)
+def requeue(failed: bool, parked: bool, message_ids: tuple[str, ...]) -> None:
+    """After fixing their data: put failed jobs or parked messages back on the queue, with fresh attempts."""
     import redis as redis_lib
 
+    if failed == parked or (message_ids and not parked):
+        raise click.UsageError("use --failed, or --parked [MESSAGE_ID...]")
+    settings = load_settings("requeue")
+    if parked:
+        from msgstatus.requeue import requeue_parked
+
+        with _servers(settings) as (r, db):
+            click.echo(json.dumps(requeue_parked(r, db, list(message_ids))))
+        return
     from jobs.queueing import status_queues
 
-    settings = load_settings("requeue")
     requeued: list[str] = []
     with redis_lib.Redis.from_url(settings.redis_url) as r:
         for queue in status_queues(r):

@@ -30,7 +30,7 @@ MAX_SWEEP_AGE = 60.0
 """Seconds without a sweep job (at least three intervals) after which the scheduler or every worker is gone."""
 
 FAILED_SHOWN = 20
-"""Failed jobs listed by message id; the count covers all of them."""
+"""Failed jobs and parked messages listed by message id; the counts cover all of them."""
 
 
 def _age(epoch: float | None) -> float | None:
@@ -111,6 +111,7 @@ def collect(
             "tracked_waiting": db[messages.MESSAGES].count_documents(messages.TRACKED),
             "oldest_waiting_age_seconds": oldest_waiting_age(db),
             **held(db),
+            "parked_messages": [str(oid) for oid in messages.parked(db, limit=FAILED_SHOWN)],
         },
         "watcher": {
             "mode": "sweep-only" if sweep_only else ("active" if holder else "none"),
@@ -178,6 +179,9 @@ def render(report: dict[str, Any]) -> str:
         + (f" (the oldest since {slow_age:.0f}s)" if slow_age is not None else "")
         + f", {m['parked']} parked for an operator (bad data)"
     )
+    if m["parked_messages"]:
+        lines.append("  parked messages: " + ", ".join(m["parked_messages"])
+                     + " (fix their data, then `msgstatus requeue --parked`)")
     sweep = report["sweep"]
     lines.append(f"sweep:     every {sweep['interval_seconds']}s, last "
                  + ("never" if sweep["last_age_seconds"] is None else f"{sweep['last_age_seconds']:.0f}s ago"))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from bson import ObjectId
 from rq import Worker
 from rq.job import Job, JobStatus
 
@@ -130,6 +131,38 @@ def test_a_requeued_job_starts_a_fresh_set_of_attempts(service, db, queue, recei
     assert receiver.requests == 6
     assert metrics.value(queue.connection, metrics.RETRIES, schedule="slow") == 0
     assert queue.failed_job_registry.count == 0
+
+
+def test_parked_messages_whose_failed_jobs_expired_are_requeued_from_mongodb_once_fixed(service, db, queue, receiver):
+    # Given two messages parked for bad data (their logs lack account_id)
+    service.spawn("watch")
+    service.spawn("work", "--simple")
+    mids = [factories.message(db) for _ in range(2)]
+    logs = [factories.communication(db, mid, account_id=None) for mid in mids]
+    for mid in mids:
+        wait_until(lambda mid=mid: db.support_messages.find_one({"_id": mid, f"{HOLD}.kind": "parked"}), 30,
+                   "the message parked")
+    # and their failed jobs gone from RQ, as after FAILURE_TTL
+    wait_until(lambda: queue.failed_job_registry.count == 2, 10, "both failed jobs")
+    for jid in queue.failed_job_registry.get_job_ids():
+        Job.fetch(jid, connection=queue.connection).delete()
+    assert queue.failed_job_registry.count == 0
+    # status still names them
+    report = json.loads(service.run("status", "--json").stdout)
+    assert sorted(report["messages"]["parked_messages"]) == sorted(str(m) for m in mids)
+    # When their data is fixed and an operator requeues the first by id, then all that are parked
+    for log in logs:
+        db.communications.update_one({"_id": log}, {"$set": {"account_id": ObjectId()}})
+    first = json.loads(service.run("requeue", "--parked", str(mids[0]), "not-an-id").stdout)
+    assert (first["requeued"], first["not_parked"]) == (1, ["not-an-id"])
+    assert wait_until(lambda: decided(db, mids[0]), 30, "the first message")["delivered"] is True
+    assert db.support_messages.find_one({"_id": mids[1], f"{HOLD}.kind": "parked"}), "the other stays parked"
+    rest = json.loads(service.run("requeue", "--parked").stdout)
+    assert rest["messages"] == [str(mids[1])]
+    # Then each is decided once, with one emit
+    assert wait_until(lambda: decided(db, mids[1]), 30, "the second message")["delivered"] is True
+    assert sorted(e.message_id for e in receiver.emits) == sorted(str(m) for m in mids)
+    assert json.loads(service.run("requeue", "--parked").stdout)["requeued"] == 0
 
 
 def test_a_job_that_times_out_is_run_again(service, db, queue, receiver):
