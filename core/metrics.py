@@ -107,6 +107,10 @@ RETRIES = Counter(
     "msgstatus_retries_total",
     "Retries scheduled after an outside failure, by schedule (fast: exponential backoff; slow: the message "
     "waits SLOW_RETRY seconds, or until an emit succeeds).", ("schedule",), ("fast", "slow"))
+LATE_CHANGES = Counter(
+    "msgstatus_log_changes_after_decision_total",
+    "Decided messages whose communication log came to say otherwise (success corrected after the decision); "
+    "the decision stands, as the seed never rewrites one.")
 TAKEOVERS = Counter(
     "msgstatus_claims_taken_over_total", "Claims taken over because their job had died or their lease ran out.")
 BATCHES = Counter("msgstatus_batches_total", "Batch jobs run (messages that arrived together).")

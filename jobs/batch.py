@@ -29,7 +29,7 @@ from core.defaults import EMIT_TIMEOUT
 from jobs import context, messages, wakeup
 from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
-from jobs.status import after_outside_failure, count_outcome, decide_and_emit, release_quietly
+from jobs.status import after_outside_failure, count_outcome, decide_and_emit, notice_late_change, release_quietly
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,12 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
     starts_by = time.monotonic() + res.settings.claim_ttl - ATTEMPT_TIME
     try:
         held = messages.claim_many(res.db, oids, token, res.settings.claim_ttl)
-        for oid in messages.tracked_among(res.db, [oid for oid in oids if oid not in held]):
+        others = [oid for oid in oids if oid not in held]
+        tracked = messages.tracked_among(res.db, others)
+        for oid in tracked:
             handed[enqueuer.enqueue(str(oid))] += 1  # another job holds it (live or dead): its own job sees
+        for oid in set(others) - set(tracked):  # decided (or never tracked): its log may have changed since
+            notice_late_change(oid)
         logs = messages.communications_for(res.db, list(held))
         waiting = [oid for oid in held if oid not in logs]
         messages.release_many(res.db, waiting, token)

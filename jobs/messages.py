@@ -25,6 +25,10 @@ waits for its next slow retry, {kind: "parked", since, error} when its data need
 DECIDED_AT = "status_decided_at"
 """When msgstatus wrote the message's decision."""
 
+LATE_CHANGE = "status_log_changed"
+"""On a decided message whose log came to say otherwise: {delivered: what the log says now, communication_id,
+at}. The decision itself is never rewritten (the seed's rule); this keeps the disagreement in view."""
+
 SEED_FLAG = "status_queue_in_progress"
 """The polling job's lock flag: a decision removes it, so no document keeps a stale one."""
 
@@ -227,6 +231,23 @@ def wake(db: Database, at: datetime) -> int:  # type: ignore[type-arg]
 def communication_for(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
     """The message's communication log: a successful one if any, else the latest."""
     return communications_for(db, [message_id]).get(message_id)
+
+
+def note_late_change(db: Database, message_id: ObjectId) -> bool:  # type: ignore[type-arg]
+    """If the message is decided and its log now says otherwise, record it; whether this is news."""
+    message = db[MESSAGES].find_one({"_id": message_id, "delivered": {"$exists": True}}, {"delivered": 1})
+    communication = communication_for(db, message_id) if message is not None else None
+    if message is None or communication is None:
+        return False
+    says = is_delivery(communication.get("success"))
+    if says == message["delivered"]:
+        return False
+    change = {"delivered": says, "communication_id": communication["_id"], "at": now()}
+    result = db[MESSAGES].update_one(  # once per change of what the log says
+        {"_id": message_id, "delivered": message["delivered"], f"{LATE_CHANGE}.delivered": {"$ne": says}},
+        {"$set": {LATE_CHANGE: change}},
+    )
+    return result.modified_count == 1
 
 
 def communications_for(db: Database, message_ids: list[ObjectId]) -> dict[ObjectId, dict[str, Any]]:  # type: ignore[type-arg]

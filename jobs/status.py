@@ -69,6 +69,8 @@ def check_message_status(message_id: str) -> Outcome | Retry:
             log.debug("message %s: %s, skipped", message_id,
                       "claimed by another worker" if found == messages.LEASED else "decided or not tracked")
             metrics.NOT_DECIDED.inc(res.redis, reason="not_free")
+            if found is None:
+                notice_late_change(oid)
             return "skipped"
         lease = found
         if lease.taken_over:
@@ -94,6 +96,14 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         wakeup.succeeded(res.redis, res.db)
     log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
     return outcome
+
+
+def notice_late_change(oid: ObjectId) -> None:
+    """A decided message whose log now says otherwise: counted and kept on the message; the decision stands."""
+    res = context.resources()
+    if messages.note_late_change(res.db, oid):
+        metrics.LATE_CHANGES.inc(res.redis)
+        log.warning("message %s: its communication log now says otherwise than its decision, which stands", oid)
 
 
 def count_outcome(connection: Any, outcome: str, count: int = 1) -> None:

@@ -81,8 +81,13 @@ def _decision(message: dict[str, Any]) -> dict[str, Any] | None:
         return None
     metadata = message.get("metadata")
     cid = metadata.get("communication_id") if isinstance(metadata, dict) else None
+    late = message.get(messages.LATE_CHANGE)
     return {"delivered": message["delivered"], "when": _when(message.get(messages.DECIDED_AT)),
-            "communication_id": str(cid) if cid is not None else None}
+            "communication_id": str(cid) if cid is not None else None,
+            # The log came to say otherwise after the decision, which stands (the seed never rewrites one)
+            "log_changed_after": {"delivered": late.get("delivered"), "when": _when(late.get("at")),
+                                  "communication_id": str(late.get("communication_id"))}
+            if isinstance(late, dict) else None}
 
 
 def _claim(connection: redis.Redis, claim: Any) -> dict[str, Any] | None:
@@ -177,6 +182,9 @@ def render(report: dict[str, Any]) -> str:
     lines.append("decision:  " + (
         f"delivered={decision['delivered']!r} at {decision['when'] or '?'}, "
         f"communication {decision['communication_id']}" if decision else "none yet"))
+    if decision and (late := decision["log_changed_after"]):
+        lines.append(f"changed:   at {late['when'] or '?'} communication {late['communication_id']} came to say "
+                     f"delivered={late['delivered']!r}; the decision stands (a decision is never rewritten)")
     if not report["communications"]:
         lines.append("logs:      none")
     for log in report["communications"]:

@@ -204,3 +204,48 @@ def _embedded_secret_for_run(request, receiver):
         from core.defaults import EMBEDDED_APP_SECRET
 
         receiver.secret = EMBEDDED_APP_SECRET
+
+
+def test_a_log_given_its_conv_message_id_by_an_update_decides_its_message_within_the_watchers_latency(
+    service, client, receiver
+):
+    # Given the watcher and a worker, and no scheduler (no sweep runs after the start-up catch-up)
+    db = client[service.database]
+    service.spawn("watch")
+    service.spawn("work", "--simple")
+    wait_until(lambda: active_watcher(service) and catch_up_done(service), 20, "the watcher, caught up")
+    # When a message's log is written without conv_message_id, and given it by an update 100 ms later
+    mid = factories.message(db)
+    log = db.communications.insert_one({"account_id": bson.ObjectId(), "success": True}).inserted_id
+    time.sleep(0.1)  # the late update the provider's callback makes; nothing waits on it
+    db.communications.update_one({"_id": log}, {"$set": {"conv_message_id": mid}})
+    # Then the update's event decides the message (no sweep runs: nothing else could find it)
+    wait_until(lambda: db.support_messages.find_one({"_id": mid, "delivered": True}), 10, "the decision")
+    assert len(receiver.emits_for(str(mid))) == 1
+
+
+def test_a_log_corrected_after_the_decision_is_counted_and_explained_and_the_decision_stands(
+    service, client, receiver
+):
+    # Given a message delivered on its log's success: true
+    db = client[service.database]
+    service.spawn("watch")
+    service.spawn("work", "--simple")
+    wait_until(lambda: active_watcher(service), 20, "the watcher")
+    mid = factories.message(db)
+    log = factories.communication(db, mid)
+    wait_until(lambda: db.support_messages.find_one({"_id": mid, "delivered": True}), 20, "the decision")
+    # When the provider corrects the log to success: false
+    db.communications.update_one({"_id": log}, {"$set": {"success": False}})
+    # Then the change is kept on the message and counted, once, and explain shows it
+    doc = wait_until(lambda: db.support_messages.find_one({"_id": mid, "status_log_changed": {"$exists": True}}),
+                     10, "the change noted")
+    assert doc["delivered"] is True and doc["status_log_changed"]["delivered"] is False
+    r = redis.Redis.from_url(service.redis_url)
+    assert metrics.value(r, metrics.LATE_CHANGES) == 1
+    r.close()
+    shown = service.run("explain", str(mid))
+    assert shown.returncode == 0 and f"communication {log} came to say delivered=False" in shown.stdout
+    assert "the decision stands" in shown.stdout
+    # and the decision was neither rewritten nor emitted again
+    assert len(receiver.emits_for(str(mid))) == 1

@@ -227,6 +227,8 @@ class Watcher:
         if token is None:
             self._catch_up(spec, "no stored resume token")
         options: dict[str, Any] = {"max_await_time_ms": AWAIT_MS}
+        if spec.full_document:
+            options["full_document"] = spec.full_document
         if token is not None:
             options["resume_after"] = token
         with self.db[spec.collection].watch(spec.pipeline, **options) as stream:

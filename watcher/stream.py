@@ -49,6 +49,8 @@ class StreamSpec:
     message_id: Callable[[dict[str, Any]], str]
     only_with_log: bool = False
     """Enqueue only messages that already have a log: without one, the log's own insert event brings them."""
+    full_document: str | None = None
+    """``updateLookup`` where update events must carry the document as it is now."""
 
 
 STREAMS = (
@@ -71,11 +73,14 @@ STREAMS = (
     StreamSpec(
         name="communications",
         collection=COMMUNICATIONS,
+        # A log changed after its insert (conv_message_id given late, success corrected) is an event too:
+        # its message's job decides it on the log as it is now, or notes a change after the decision.
         pipeline=[
-            {"$match": {"operationType": "insert"}},
+            {"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}},
             {"$project": {"documentKey": 1, "fullDocument.conv_message_id": 1}},
         ],
         message_id=message_id_of_communication,
+        full_document="updateLookup",
     ),
 )
 
