@@ -6,6 +6,7 @@ import base64
 import math
 import time
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ import jwt
 from bson import ObjectId
 from bson.decimal128 import Decimal128
 
-from core.defaults import JWT_TTL
+from core.defaults import JWT_TTL, MAX_BACKOFF
 from core.settings import redact
 from jobs.errors import EmitRejected, SocketUnavailable
 from jobs.messages import as_utc
@@ -57,6 +58,21 @@ def socket_token(conversation_id: str, account_id: str, secret: str, now: float 
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def retry_after(value: str | None, now: float | None = None) -> int | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), at most MAX_BACKOFF; None if none."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0, min(math.ceil(seconds), int(MAX_BACKOFF)))
+
+
 def idempotency_key(message_id: Any, communication_id: Any) -> str:
     """Names one decision: a socket service drops a second emit with the same key."""
     return f"{message_id}:{communication_id}"
@@ -98,5 +114,7 @@ def emit_update(
     detail = redact(response.text[:200])
     if status >= 500 or status in OUTSIDE_STATUS:
         hint = " (check APP_SECRET and CONVERSATION_SOCKET)" if status in (401, 403, 404, 405) else ""
-        raise SocketUnavailable(f"socket service answered {status}: {detail}{hint}")
+        wait = retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
+        asked = f" (Retry-After: {wait}s)" if wait is not None else ""
+        raise SocketUnavailable(f"socket service answered {status}: {detail}{hint}{asked}", retry_after=wait)
     raise EmitRejected(f"socket service refused the message with {status}: {detail} (not retried)")

@@ -13,7 +13,14 @@ class RetryableError(Exception):
 
 
 class SocketUnavailable(RetryableError):
-    """The socket service did not take the emit: refused, timed out, 5xx, or a 4xx about us, not the message."""
+    """The socket service did not take the emit: refused, timed out, 5xx, or a 4xx about us, not the message.
+
+    ``retry_after``: the seconds its Retry-After asked for (with a 429 or 503), the least wait before the next try.
+    """
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BadMessage(Exception):

@@ -205,12 +205,14 @@ def after_outside_failure(
     if not isinstance(error, EXPECTED):
         log.error("message %s: unexpected error; retried like an outage", message_id, exc_info=error)
     metrics.JOB_FAILURES.inc(res.redis, kind="outside")
+    # A socket service that said when to come back (Retry-After) is not asked sooner.
+    asked = getattr(error, "retry_after", None) or 0
     if not slow and attempt < res.settings.fast_attempts:
         metrics.RETRIES.inc(res.redis, schedule="fast")
-        delay = retry_delay(attempt)
+        delay = max(retry_delay(attempt), asked)
         log.warning("message %s: attempt %d failed (%s), retrying in %ds", message_id, attempt, reason, delay)
         return delay
-    until = messages.now() + timedelta(seconds=res.settings.slow_retry)
+    until = messages.now() + timedelta(seconds=max(res.settings.slow_retry, asked))
     # If the database is away this raises: the job fails without a verdict and the next
     # event or sweep after the database is back runs it again.
     messages.hold(res.db, oid, token, until, 1 if slow else attempt, reason)

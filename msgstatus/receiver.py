@@ -45,6 +45,8 @@ class Behaviour:
     fail_next: list[int] = field(default_factory=list)
     by_message: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Per message id: the status and delay of its next emit (then it is forgotten)."""
+    retry_after: str | None = None
+    """A Retry-After header sent with every 429 and 503."""
     moved: int | None = None
     """A redirect status (301, 307...) that ``POST /emit`` answers, pointing at ``MOVED_PATH`` on this server."""
 
@@ -68,6 +70,8 @@ class SocketReceiver:
         self.emits: list[Emit] = []
         self.rejected: list[tuple[int, str]] = []
         self.requests = 0
+        self.arrivals: list[float] = []
+        """When each POST /emit came in (time.time()), answered or not."""
         self.behaviour = Behaviour()
         self.listeners: list[Any] = []
         self._lock = threading.Lock()
@@ -98,6 +102,7 @@ class SocketReceiver:
     def _answer(self, raw: bytes) -> tuple[int, float]:
         with self._lock:
             self.requests += 1
+            self.arrivals.append(time.time())
             if self.behaviour.by_message:
                 try:
                     message_id = str(json.loads(raw)["data"]["_id"])
@@ -157,6 +162,8 @@ class SocketReceiver:
                 elif self.path not in ("/emit", MOVED_PATH):
                     status = 404
                 self.send_response(status)
+                if status in (429, 503) and receiver.behaviour.retry_after:
+                    self.send_header("retry-after", receiver.behaviour.retry_after)
                 self.send_header("content-type", "application/json")
                 self.end_headers()
                 self.wfile.write(b'{"ok": %s}' % (b"true" if status == 200 else b"false"))

@@ -150,6 +150,24 @@ def test_socket_down_is_retried_then_delivered_once_it_is_back(service, db, queu
     assert len(receiver.emits_for(str(mid))) == 1
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retry_after_the_socket_service_asks_for_is_waited_out_before_the_next_attempt(
+    service, db, queue, receiver, status
+):
+    # Given a socket service that sheds the first emit with Retry-After: 3 (the schedule's first wait is 1 s)
+    receiver.behaviour.fail_next = [status]
+    receiver.behaviour.retry_after = "3"
+    mid = factories.message(db)
+    factories.communication(db, mid)
+    service.spawn("work", "--simple")
+    service.spawn("schedule")  # moves due retries onto the queue
+    enqueue(queue, mid)
+    # Then the second attempt comes no sooner than it asked, and decides the message
+    assert wait_until(lambda: decided(db, mid), 30, "the retried message")["delivered"] is True
+    first, second = receiver.arrivals[:2]
+    assert second - first >= 3.0, f"retried {second - first:.2f}s after a {status} that asked for 3 s"
+
+
 @pytest.mark.parametrize("moved", [307, 308])
 def test_a_307_or_308_redirect_is_followed_with_the_same_post_and_token(service, db, queue, receiver, moved):
     # Given a socket service that answers POST /emit with a redirect to another path of its own

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import formatdate
 
 import jwt
 from bson import ObjectId
 
-from jobs.emit import node_json, socket_token
+from jobs.emit import node_json, retry_after, socket_token
 from jobs.queueing import job_id
 from jobs.retries import retry_delay
 
@@ -40,3 +41,13 @@ def test_retries_back_off_exponentially_from_one_second_as_the_seed_did():
 
 def test_job_ids_use_only_characters_rq_allows():
     assert job_id("6b0463b05335ad598f9b3101") == "status-6b0463b05335ad598f9b3101"
+
+
+def test_retry_after_reads_seconds_and_http_dates_and_caps_them():
+    now = 1_700_000_000.0
+    assert retry_after("7", now) == 7
+    assert retry_after(" 0 ", now) == 0
+    assert retry_after(formatdate(now + 42, usegmt=True), now) == 42
+    assert retry_after(formatdate(now - 60, usegmt=True), now) == 0  # a date in the past: no wait
+    assert retry_after("86400", now) == 300  # never longer than the longest backoff
+    assert retry_after(None, now) is None and retry_after("soon", now) is None and retry_after("-3", now) is None
