@@ -25,10 +25,6 @@ waits for its next slow retry, {kind: "parked", since, error} when its data need
 DECIDED_AT = "status_decided_at"
 """When msgstatus wrote the message's decision."""
 
-LATE_CHANGE = "status_log_changed"
-"""On a decided message whose log came to say otherwise: {delivered: what the log says now, communication_id,
-at}. The decision itself is never rewritten (the seed's rule); this keeps the disagreement in view."""
-
 SEED_FLAG = "status_queue_in_progress"
 """The polling job's lock flag: a decision removes it, so no document keeps a stale one."""
 
@@ -233,21 +229,19 @@ def communication_for(db: Database, message_id: ObjectId) -> dict[str, Any] | No
     return communications_for(db, [message_id]).get(message_id)
 
 
-def note_late_change(db: Database, message_id: ObjectId) -> bool:  # type: ignore[type-arg]
-    """If the message is decided and its log now says otherwise, record it; whether this is news."""
-    message = db[MESSAGES].find_one({"_id": message_id, "delivered": {"$exists": True}}, {"delivered": 1})
-    communication = communication_for(db, message_id) if message is not None else None
-    if message is None or communication is None:
-        return False
+def disagreement(message: dict[str, Any], communication: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where a decided message's log now says otherwise: ``{delivered, communication_id}`` (else None)."""
+    if "delivered" not in message or communication is None:
+        return None
     says = is_delivery(communication.get("success"))
-    if says == message["delivered"]:
-        return False
-    change = {"delivered": says, "communication_id": communication["_id"], "at": now()}
-    result = db[MESSAGES].update_one(  # once per change of what the log says
-        {"_id": message_id, "delivered": message["delivered"], f"{LATE_CHANGE}.delivered": {"$ne": says}},
-        {"$set": {LATE_CHANGE: change}},
-    )
-    return result.modified_count == 1
+    return None if says == message["delivered"] else {"delivered": says, "communication_id": communication["_id"]}
+
+
+def late_change(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
+    """For a decided tracked-kind message, what its log now says where that differs from the decision."""
+    decided = {"sender_type": "conversation", "source": {"$in": list(SOURCES)}, "delivered": {"$exists": True}}
+    message = db[MESSAGES].find_one({"_id": message_id, **decided}, {"delivered": 1})
+    return disagreement(message, communication_for(db, message_id)) if message is not None else None
 
 
 def communications_for(db: Database, message_ids: list[ObjectId]) -> dict[ObjectId, dict[str, Any]]:  # type: ignore[type-arg]

@@ -41,6 +41,12 @@ EXPECTED = (RetryableError, PyMongoError, RedisError, OSError, JobTimeoutExcepti
 
 Outcome = Literal["delivered", "undelivered", "waiting", "skipped", "held"]
 
+LATE_KEY = "msgstatus:late:"
+"""Per decided message whose log came to say otherwise: what was last noticed (``<log id>:<delivered>``)."""
+
+LATE_TTL = 30 * 24 * 3600
+"""Seconds a noticed change is remembered."""
+
 LEASE_PATIENCE = 2.0
 """Seconds a job waits for another worker's claim on its message to end before it skips."""
 
@@ -99,11 +105,20 @@ def check_message_status(message_id: str) -> Outcome | Retry:
 
 
 def notice_late_change(oid: ObjectId) -> None:
-    """A decided message whose log now says otherwise: counted and kept on the message; the decision stands."""
+    """A decided message whose log now says otherwise: counted once per change; the message is not touched."""
     res = context.resources()
-    if messages.note_late_change(res.db, oid):
+    change = messages.late_change(res.db, oid)
+    if change is None:
+        return
+    said = f"{change['communication_id']}:{change['delivered']}"
+    try:  # what was last noticed, so that the same change seen again by another event is not counted twice
+        before = res.redis.set(f"{LATE_KEY}{oid}", said, ex=LATE_TTL, get=True)
+    except RedisError:
+        return
+    if before != said.encode():
         metrics.LATE_CHANGES.inc(res.redis)
-        log.warning("message %s: its communication log now says otherwise than its decision, which stands", oid)
+        log.warning("message %s: its communication log %s now says delivered=%s, after the decision, which stands",
+                    oid, change["communication_id"], change["delivered"])
 
 
 def count_outcome(connection: Any, outcome: str, count: int = 1) -> None:
@@ -205,8 +220,10 @@ def after_outside_failure(
     if not isinstance(error, EXPECTED):
         log.error("message %s: unexpected error; retried like an outage", message_id, exc_info=error)
     metrics.JOB_FAILURES.inc(res.redis, kind="outside")
-    # A socket service that said when to come back (Retry-After) is not asked sooner.
-    asked = getattr(error, "retry_after", None) or 0
+    # A socket service that said when to come back (Retry-After) is not asked sooner: one second more,
+    # as RQ keeps a retry's time in whole seconds, cut down.
+    wait = getattr(error, "retry_after", None)
+    asked = 0 if wait is None else wait + 1
     if not slow and attempt < res.settings.fast_attempts:
         metrics.RETRIES.inc(res.redis, schedule="fast")
         delay = max(retry_delay(attempt), asked)

@@ -40,7 +40,7 @@ def explain(settings: Settings, connection: redis.Redis, db: Database, message_i
         "tracked": not left_out(message),
         "left_out_by": left_out(message),
         "communications": [_log(log, chosen) for log in logs],
-        "decision": _decision(message),
+        "decision": _decision(message, chosen),
         "claim": _claim(connection, message.get(messages.CLAIM)),
         "hold": _hold(message.get(messages.HOLD)),
         "jobs": _jobs(connection, message_id),
@@ -76,18 +76,17 @@ def _log(log: dict[str, Any], chosen: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _decision(message: dict[str, Any]) -> dict[str, Any] | None:
+def _decision(message: dict[str, Any], chosen: dict[str, Any] | None) -> dict[str, Any] | None:
     if "delivered" not in message:
         return None
     metadata = message.get("metadata")
     cid = metadata.get("communication_id") if isinstance(metadata, dict) else None
-    late = message.get(messages.LATE_CHANGE)
+    late = messages.disagreement(message, chosen)
     return {"delivered": message["delivered"], "when": _when(message.get(messages.DECIDED_AT)),
             "communication_id": str(cid) if cid is not None else None,
             # The log came to say otherwise after the decision, which stands (the seed never rewrites one)
-            "log_changed_after": {"delivered": late.get("delivered"), "when": _when(late.get("at")),
-                                  "communication_id": str(late.get("communication_id"))}
-            if isinstance(late, dict) else None}
+            "log_changed_after": {"delivered": late["delivered"], "communication_id": str(late["communication_id"])}
+            if late else None}
 
 
 def _claim(connection: redis.Redis, claim: Any) -> dict[str, Any] | None:
@@ -183,8 +182,8 @@ def render(report: dict[str, Any]) -> str:
         f"delivered={decision['delivered']!r} at {decision['when'] or '?'}, "
         f"communication {decision['communication_id']}" if decision else "none yet"))
     if decision and (late := decision["log_changed_after"]):
-        lines.append(f"changed:   at {late['when'] or '?'} communication {late['communication_id']} came to say "
-                     f"delivered={late['delivered']!r}; the decision stands (a decision is never rewritten)")
+        lines.append(f"changed:   communication {late['communication_id']} now says delivered={late['delivered']!r};"
+                     " the decision stands (a decision is never rewritten)")
     if not report["communications"]:
         lines.append("logs:      none")
     for log in report["communications"]:

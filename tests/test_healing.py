@@ -134,11 +134,12 @@ def test_a_requeued_job_starts_a_fresh_set_of_attempts(service, db, queue, recei
 
 
 def test_parked_messages_whose_failed_jobs_expired_are_requeued_from_mongodb_once_fixed(service, db, queue, receiver):
-    # Given two messages parked for bad data (their logs lack account_id)
+    # Given two messages parked for bad data (no sender_id: no JWT can be made for them)
     service.spawn("watch")
     service.spawn("work", "--simple")
-    mids = [factories.message(db) for _ in range(2)]
-    logs = [factories.communication(db, mid, account_id=None) for mid in mids]
+    mids = [factories.message(db, sender_id=None) for _ in range(2)]
+    for mid in mids:
+        factories.communication(db, mid)
     for mid in mids:
         wait_until(lambda mid=mid: db.support_messages.find_one({"_id": mid, f"{HOLD}.kind": "parked"}), 30,
                    "the message parked")
@@ -150,9 +151,10 @@ def test_parked_messages_whose_failed_jobs_expired_are_requeued_from_mongodb_onc
     # status still names them
     report = json.loads(service.run("status", "--json").stdout)
     assert sorted(report["messages"]["parked_messages"]) == sorted(str(m) for m in mids)
-    # When their data is fixed and an operator requeues the first by id, then all that are parked
-    for log in logs:
-        db.communications.update_one({"_id": log}, {"$set": {"account_id": ObjectId()}})
+    # When their data is fixed (no event: the watcher follows inserts of messages) and an operator requeues
+    # the first by id, then all that are parked
+    for mid in mids:
+        db.support_messages.update_one({"_id": mid}, {"$set": {"sender_id": ObjectId()}})
     first = json.loads(service.run("requeue", "--parked", str(mids[0]), "not-an-id").stdout)
     assert (first["requeued"], first["not_parked"]) == (1, ["not-an-id"])
     assert wait_until(lambda: decided(db, mids[0]), 30, "the first message")["delivered"] is True
