@@ -1,12 +1,13 @@
-"""After an outage: the first successful emit brings every waiting message back at once.
+"""After an outage: once attempts succeed again, every waiting message comes back at once.
 
 Fast retries back off for up to MAX_BACKOFF seconds and slow retries wait
 ``slow_retry`` seconds, so without this a message would wait that long after the
-socket service (or the database) is back. The first decision that succeeds after
-a failed attempt moves every scheduled retry onto the queue, makes every slow
-retry due now and asks for a sweep, which enqueues those a batch at a time: at
-most once every WAKE_INTERVAL seconds, so a flapping service costs each waiting
-message at most one extra attempt per interval, never a storm.
+socket service (or the database) is back. A decision that succeeds once no attempt
+has failed for QUIET seconds moves every scheduled retry onto the queue, makes
+every slow retry due and asks for a sweep, which enqueues those a batch at a time:
+at most once every WAKE_INTERVAL seconds. A success amid failures (a socket
+service shedding part of its load) wakes nothing: each message then keeps its own
+backoff, and the struggling service gets no more than those schedules send it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from jobs import messages, queueing, retries, sweep
 log = logging.getLogger(__name__)
 
 FAILING_KEY = "msgstatus:outside:failing"
-"""Set while attempts fail for outside causes; its presence is what a success checks (one EXISTS per job)."""
+"""Set while attempts fail for outside causes, until a wake-up clears it."""
+
+RECENT_KEY = "msgstatus:outside:recent"
+"""Lives QUIET seconds after each failed attempt: while it does, the failures have not stopped."""
+
+QUIET = 10
+"""Seconds without a failed attempt after which a success counts as the end of an outage."""
 
 WOKEN_KEY = "msgstatus:outside:woken"
 """Held for WAKE_INTERVAL seconds by the worker that last woke the waiting messages."""
@@ -38,18 +45,27 @@ FAILING_TTL = 24 * 3600
 
 def failed(redis: Redis) -> None:
     """Remember that an attempt failed for an outside cause (Redis itself may be that cause)."""
-    with contextlib.suppress(RedisError):
-        redis.set(FAILING_KEY, "1", ex=FAILING_TTL)
+    with contextlib.suppress(RedisError), redis.pipeline(transaction=False) as pipe:
+        pipe.set(FAILING_KEY, "1", ex=FAILING_TTL)
+        pipe.set(RECENT_KEY, "1", ex=QUIET)
+        pipe.execute()
 
 
 def succeeded(redis: Redis, db: Database) -> int:  # type: ignore[type-arg]
-    """After a failure: enqueue every scheduled retry and make slow retries due; how many were woken.
+    """After an outage that has ended (no failure for QUIET seconds): enqueue every scheduled retry and make
+    slow retries due; how many were woken.
 
     Called after a decision is committed, so it never raises: a wake-up that Redis or the database
     cannot take now is left to the retries' own schedule and the sweeps.
     """
     try:
-        if not redis.exists(FAILING_KEY) or not redis.set(WOKEN_KEY, "1", nx=True, ex=WAKE_INTERVAL):
+        with redis.pipeline(transaction=False) as pipe:  # one round trip per successful job
+            pipe.exists(FAILING_KEY)
+            pipe.exists(RECENT_KEY)
+            failing, recent = pipe.execute()
+        if not failing or recent:  # no outage, or its failures go on
+            return 0
+        if not redis.set(WOKEN_KEY, "1", nx=True, ex=WAKE_INTERVAL):
             return 0
         redis.delete(FAILING_KEY)
         moved = sum(retries.move_all(queue) for queue in queueing.status_queues(redis))

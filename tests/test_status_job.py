@@ -12,6 +12,7 @@ from rq import Queue
 from rq.job import Job
 
 from core.defaults import QUEUE
+from jobs import wakeup
 from jobs.messages import CLAIM, HOLD
 from jobs.queueing import LAST_ERROR, Enqueuer, job_id
 from tests import factories
@@ -383,11 +384,32 @@ def test_retries_waiting_on_the_socket_run_as_soon_as_it_answers_again(service, 
     service.spawn("work")
     enqueue(queue, failing)
     wait_until(lambda: receiver.requests >= 1 and queue.scheduled_job_registry.count >= 2, 20, "a failed emit")
-    # When the socket service answers again and a new message is emitted
+    # When the socket service answers again, no attempt has failed for a while (the outage is over, not
+    # a pause between failures), and a new message is emitted
     receiver.behaviour.status = 200
+    wait_until(lambda: not queue.connection.exists(wakeup.RECENT_KEY), wakeup.QUIET + 10, "the failures to stop")
     enqueue(queue, fresh)
     # Then the waiting retry runs at once, not in a minute
     wait_until(lambda: decided(db, fresh), 20, "the new message")
     wait_until(lambda: decided(db, waiting), 15, "the retry that was to wait a minute")
     wait_until(lambda: decided(db, failing), 15, "the message whose emit failed")
     wait_until(lambda: "scheduled retries enqueued now" in service.log_text(), 10, "the wake-up's log line")
+
+
+def test_a_success_amid_failures_wakes_nothing_and_each_retry_keeps_its_schedule(service, db, queue, receiver):
+    # Given a retry due in a minute, and a socket service shedding load: one emit fails
+    receiver.behaviour.fail_next = [503]
+    waiting, failing, fresh = (factories.message(db) for _ in range(3))
+    for mid in (waiting, failing, fresh):
+        factories.communication(db, mid)
+    schedule_retry(queue, str(waiting), datetime.now(UTC) + timedelta(seconds=60))
+    service.spawn("work", "--simple")
+    enqueue(queue, failing)
+    wait_until(lambda: receiver.requests >= 1 and queue.scheduled_job_registry.count >= 2, 20, "a failed emit")
+    # When another message's emit succeeds right after that failure, and its job is done
+    enqueue(queue, fresh)
+    wait_until(lambda: decided(db, fresh) and job_done(queue, fresh), 20, "the new message's job")
+    # Then nothing was woken: the retries keep their own schedules
+    assert {job_id(str(waiting)), job_id(str(failing))} <= set(queue.scheduled_job_registry.get_job_ids())
+    assert decided(db, waiting) is None
+    assert "scheduled retries enqueued now" not in service.log_text()
