@@ -30,11 +30,10 @@ SEED_FLAG = "status_queue_in_progress"
 
 SOURCES = ("sms", "email")
 
-TRACKED: dict[str, Any] = {
-    "sender_type": "conversation",
-    "source": {"$in": list(SOURCES)},
-    "delivered": {"$exists": False},
-}
+KIND: dict[str, Any] = {"sender_type": "conversation", "source": {"$in": list(SOURCES)}}
+"""The messages msgstatus is about: from a conversation, by sms or email."""
+
+TRACKED: dict[str, Any] = {**KIND, "delivered": {"$exists": False}}
 """A message msgstatus decides: from a conversation, by sms or email, not yet decided."""
 
 ERROR_SHOWN = 300
@@ -239,8 +238,7 @@ def disagreement(message: dict[str, Any], communication: dict[str, Any] | None) 
 
 def late_change(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
     """For a decided tracked-kind message, what its log now says where that differs from the decision."""
-    decided = {"sender_type": "conversation", "source": {"$in": list(SOURCES)}, "delivered": {"$exists": True}}
-    message = db[MESSAGES].find_one({"_id": message_id, **decided}, {"delivered": 1})
+    message = db[MESSAGES].find_one({"_id": message_id, **KIND, "delivered": {"$exists": True}}, {"delivered": 1})
     return disagreement(message, communication_for(db, message_id)) if message is not None else None
 
 

@@ -107,13 +107,15 @@ def check_message_status(message_id: str) -> Outcome | Retry:
 def notice_late_change(oid: ObjectId) -> None:
     """A decided message whose log now says otherwise: counted once per change; the message is not touched."""
     res = context.resources()
-    change = messages.late_change(res.db, oid)
-    if change is None:
-        return
-    said = f"{change['communication_id']}:{change['delivered']}"
-    try:  # what was last noticed, so that the same change seen again by another event is not counted twice
+    try:  # a note for operators, never in the way of the job (or of its batch)
+        change = messages.late_change(res.db, oid)
+        if change is None:
+            return
+        said = f"{change['communication_id']}:{change['delivered']}"
+        # What was last noticed, so that the same change seen again by another event is not counted twice
         before = res.redis.set(f"{LATE_KEY}{oid}", said, ex=LATE_TTL, get=True)
-    except RedisError:
+    except (PyMongoError, RedisError) as error:
+        log.debug("message %s: could not check its log against its decision (%s)", oid, error)
         return
     if before != said.encode():
         metrics.LATE_CHANGES.inc(res.redis)

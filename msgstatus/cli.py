@@ -314,8 +314,12 @@ def requeue(failed: bool, parked: bool, message_ids: tuple[str, ...]) -> None:
     if parked:
         from msgstatus.requeue import requeue_parked
 
-        with _servers(settings) as (r, db):
-            click.echo(json.dumps(requeue_parked(r, db, list(message_ids))))
+        try:
+            with _servers(settings) as (r, db):
+                click.echo(json.dumps(requeue_parked(r, db, list(message_ids))))
+        except Unreachable as error:
+            click.echo(str(error), err=True)
+            sys.exit(3)
         return
     from jobs.queueing import status_queues
 
