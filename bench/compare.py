@@ -18,6 +18,7 @@ from bson import ObjectId
 
 from bench.report import plot, plot_throughput, report
 from bench.rig import HERE, Rig, System, comm_doc, fresh_rig, message_doc, offer, percentiles, run_system
+from core.defaults import LOG_HORIZON
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import sweep
 from msgstatus.harness import cpu_seconds, rss_kib
@@ -216,7 +217,7 @@ def bench_sweep_cost(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
         rig.db.support_messages.update_many({}, {"$unset": {"status_queue_in_progress": ""}})
         ensure_indexes(rig.db)
         started = time.perf_counter()
-        result = sweep(rig.db, Enqueuer(status_queue(rig.redis)), 500)
+        result = sweep(rig.db, Enqueuer(status_queue(rig.redis)), 500, LOG_HORIZON)
         ours = time.perf_counter() - started
         results.setdefault("sweep", {})[size] = {
             "polling_ms": baseline * 1000, "polling_found": polled, "polling_examined": size + 10,

@@ -20,6 +20,7 @@ from bson import ObjectId
 
 from bench.report import stamp
 from bench.rig import Rig, comm_doc, message_doc
+from core.defaults import LOG_HORIZON
 from jobs import messages
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import sweep
@@ -45,7 +46,7 @@ def sweep_cost(rig: Rig, held: int) -> tuple[float, int]:
     enqueuer = Enqueuer(status_queue(rig.redis))
     times, examined = [], 0
     for _ in range(20):
-        result = sweep(rig.db, enqueuer, 500)
+        result = sweep(rig.db, enqueuer, 500, LOG_HORIZON)
         times.append(result.seconds)
         examined = result.examined
     return statistics.median(times), examined

@@ -24,6 +24,11 @@ SLOW_RETRY = 300
 MAX_BACKOFF = 300.0
 """Longest wait between two attempts, in seconds."""
 
+LOG_HORIZON = 3600
+"""Seconds after a message's ``created`` during which sweeps look for its log: the seed's logs arrive 1-5 s
+after their message, so an hour is generous. Past it only the log's own insert event (or a catch-up sweep)
+finds the message, so that messages whose log never comes cost the sweeps nothing."""
+
 SWEEP_BATCH = 500
 """Messages one sweep enqueues at most; the next sweep takes the rest."""
 

@@ -105,6 +105,7 @@ class Settings:
     heartbeat_ttl: float = defaults.HEARTBEAT_TTL
     fast_attempts: int = defaults.FAST_ATTEMPTS
     slow_retry: int = defaults.SLOW_RETRY
+    log_horizon: int = defaults.LOG_HORIZON
     enabled: bool = True
     hooks: bool = False
     sweep_only: bool = False
@@ -145,6 +146,7 @@ class Settings:
             heartbeat_ttl=_number(env, "HEARTBEAT_TTL", defaults.HEARTBEAT_TTL, 2 * defaults.HEARTBEAT_EVERY),
             fast_attempts=_whole(env, "FAST_ATTEMPTS", defaults.FAST_ATTEMPTS, 1),
             slow_retry=_whole(env, "SLOW_RETRY", defaults.SLOW_RETRY, 1),
+            log_horizon=_whole(env, "LOG_HORIZON", defaults.LOG_HORIZON, 60),
             enabled=_flag(env, "QM_CONVERSATIONS", True) and _flag(env, "QM_SUPPORT_MESSAGE_STATUS", True),
             hooks=_flag(env, "QM_HOOKS", False),
             sweep_only=_flag(env, "SWEEP_ONLY", False),
@@ -183,7 +185,7 @@ class Settings:
 
 VARIABLES = (
     "MONGO_DB_URL", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "APP_SECRET", "CONVERSATION_SOCKET",
-    "SWEEP_INTERVAL", "CLAIM_TTL", "HEARTBEAT_TTL", "FAST_ATTEMPTS", "SLOW_RETRY",
+    "SWEEP_INTERVAL", "CLAIM_TTL", "HEARTBEAT_TTL", "FAST_ATTEMPTS", "SLOW_RETRY", "LOG_HORIZON",
     "QM_CONVERSATIONS", "QM_SUPPORT_MESSAGE_STATUS", "QM_HOOKS",
     "SWEEP_ONLY", "LOG_LEVEL", "LOG_FORMAT", "DASHBOARD_USER", "DASHBOARD_PASSWORD", "TRIGGER_TOKEN",
 )

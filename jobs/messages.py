@@ -54,9 +54,17 @@ def unclaimed(at: datetime) -> dict[str, Any]:
     return {"$or": [{CLAIM: {"$exists": False}}, {f"{CLAIM}.until": {"$lt": at}}]}
 
 
-def sweepable() -> dict[str, Any]:
-    """Tracked and not held: what a sweep looks at first (the compound index skips held ones)."""
-    return {**TRACKED, HOLD: {"$exists": False}}
+def sweepable(since: datetime | None = None) -> dict[str, Any]:
+    """Tracked and not held (and ``created`` since ``since``, if given): what a sweep looks at first (the
+    compound index skips held ones, the ``created`` index those past the log horizon)."""
+    query = {**TRACKED, HOLD: {"$exists": False}}
+    return query if since is None else {**query, "created": {"$gte": since}}
+
+
+def within(message: dict[str, Any], since: datetime) -> bool:
+    """Whether ``sweepable(since)`` takes the message: its ``created`` is a date no older than ``since``."""
+    created = message.get("created")
+    return isinstance(created, datetime) and as_utc(created) >= since
 
 
 def due(at: datetime) -> dict[str, Any]:

@@ -54,20 +54,22 @@ class SweepResult:
                 **dict(self.outcomes), "seconds": round(self.seconds, 4)}
 
 
-def sweep(db: Database, enqueuer: Enqueuer, batch: int) -> SweepResult:  # type: ignore[type-arg]
+def sweep(db: Database, enqueuer: Enqueuer, batch: int, horizon: float | None) -> SweepResult:  # type: ignore[type-arg]
     """Enqueue up to ``batch`` tracked, unclaimed messages that have a communication log, newest first.
 
     Looks at two index-backed sets, so that its cost follows what is due, not
-    what is stored or what failed: undecided messages not held (those unclaimed,
-    or whose claim ran out or whose job died, ``jobs.leases``), and held messages
-    whose slow retry has come. Idempotent: two sweeps at once enqueue under the same job
-    ids, and the claim makes any second run of a job harmless.
+    what is stored or what failed: undecided messages not held and created within
+    ``horizon`` seconds (those unclaimed, or whose claim ran out or whose job died,
+    ``jobs.leases``; None: of any age), and held messages whose slow retry has come.
+    Idempotent: two sweeps at once enqueue under the same job ids, and the claim
+    makes any second run of a job harmless.
     """
     started = time.monotonic()
     result = SweepResult()
     at = messages.now()
     collection = db[messages.MESSAGES]
-    found = list(collection.find(messages.sweepable(), {"_id": 1, "created": 1, f"{messages.CLAIM}": 1}))
+    since = None if horizon is None else at - timedelta(seconds=horizon)
+    found = list(collection.find(messages.sweepable(since), {"_id": 1, "created": 1, f"{messages.CLAIM}": 1}))
     # Newest first, sorted here: the embedded server sorts 10,000 candidates four times slower than it finds them.
     fresh = sorted(_free_or_dead(found, enqueuer.queue.connection, at), key=_newest_first)
     due = collection.find(messages.due(at), {"_id": 1})
@@ -129,8 +131,12 @@ def _enqueue_page(db: Database, enqueuer: Enqueuer, page: list[Any], result: Swe
     return False
 
 
-def run_sweep() -> dict[str, Any]:
+def run_sweep(full: bool = False) -> dict[str, Any]:
     """RQ job (every SWEEP_INTERVAL via ``msgstatus schedule``, or the watcher's catch-up): one sweep.
+
+    It looks at messages created within LOG_HORIZON; a ``full`` one (the watcher's catch-up, after events
+    may have been missed) and every sweep of a sweep-only deployment (no events at all) at undecided
+    messages of any age.
 
     While a batch or more of status jobs already waits, sweeping again would only
     re-find queued messages and keep the workers from them: the sweep defers and
@@ -145,12 +151,13 @@ def run_sweep() -> dict[str, Any]:
     waiting = queue.count
     if waiting >= WAITING_JOBS:
         metrics.SWEEPS_DEFERRED.inc(res.redis)
-        _sweep_again(res.redis, later=True)
+        _sweep_again(res.redis, later=True, full=full)
         log.debug("sweep deferred: %d status jobs already waiting", waiting)
         return {"deferred": True, "waiting": waiting}
-    result = sweep(res.db, Enqueuer(queue), SWEEP_BATCH)
+    horizon = None if full or res.settings.sweep_only else res.settings.log_horizon
+    result = sweep(res.db, Enqueuer(queue), SWEEP_BATCH, horizon)
     if result.full:
-        _sweep_again(res.redis, later=queue.count >= WAITING_JOBS)
+        _sweep_again(res.redis, later=queue.count >= WAITING_JOBS, full=full)
     return result.as_dict()
 
 
@@ -159,11 +166,11 @@ def sweep_soon(connection: Any) -> None:
     _sweep_again(connection, later=False)
 
 
-def _sweep_again(connection: Any, later: bool) -> None:
+def _sweep_again(connection: Any, later: bool, full: bool = False) -> None:
     """One follow-up sweep, now or in a second (at most one waits at a time)."""
     sweeps = Queue(SWEEP_QUEUE, connection=connection)
     options: dict[str, Any] = {"job_id": MORE_JOB_ID, "unique": True, "result_ttl": 0,
-                               "description": "sweep (continued)"}
+                               "description": "sweep (continued)", "args": (full,)}
     with contextlib.suppress(DuplicateJobError):
         if later:
             sweeps.enqueue_in(timedelta(seconds=1), run_sweep, **options)

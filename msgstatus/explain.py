@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -44,6 +44,8 @@ def explain(settings: Settings, connection: redis.Redis, db: Database, message_i
         "claim": _claim(connection, message.get(messages.CLAIM)),
         "hold": _hold(message.get(messages.HOLD)),
         "jobs": _jobs(connection, message_id),
+        # The regular sweeps look only at messages created within LOG_HORIZON (by their ``created`` date)
+        "past_log_horizon": not messages.within(message, messages.now() - timedelta(seconds=settings.log_horizon)),
     }
     report["sweep"] = _sweep(settings, report, sweep_age(connection))
     report["summary"] = _summary(report)
@@ -139,11 +141,15 @@ def _sweep(settings: Settings, report: dict[str, Any], last_age: float | None) -
     if not report["tracked"]:
         return "never: it is not tracked"
     if hold and hold["kind"] == "parked":
-        return "never while parked: `msgstatus requeue --failed` runs its job again"
+        return "never while parked: `msgstatus requeue --parked` runs its job again"
     if hold and hold["kind"] == "retry":
         return f"at {hold['until']} (its slow retry), or as soon as an emit succeeds{warning}"
     if claim and claim["job_alive"]:
         return f"not while a live job holds it (lease until {claim['until']})"
+    if report["past_log_horizon"]:
+        return (f"not by the regular sweeps: it was created over LOG_HORIZON ({settings.log_horizon}s) ago, or has "
+                "no `created` date; its log's insert decides it at once whenever it comes (so does a catch-up "
+                "sweep after a watcher outage)")
     return f"at the next sweep (every {settings.sweep_interval}s){warning}"
 
 

@@ -84,6 +84,22 @@ def test_a_sweep_examines_none_of_2000_held_or_parked_messages_but_finds_the_due
     print(f"sweep with 2,000 held: {result['seconds'] * 1000:.1f} ms")
 
 
+def test_a_sweep_examines_none_of_10000_messages_whose_log_never_came_past_the_horizon(service, db):
+    # Given 10,000 tracked messages created two to three hours ago whose logs never came (past LOG_HORIZON, 1 h)
+    now = datetime.now(UTC)
+    orphans = [{"sender_type": "conversation", "source": "sms", "sender_id": 1,
+                "created": now - timedelta(hours=2, seconds=i % 3600)} for i in range(10_000)]
+    db.support_messages.insert_many(orphans)
+    messages.ensure_indexes(db)
+    # and a new message with its log
+    fresh = factories.message(db)
+    factories.communication(db, fresh)
+    # When a sweep runs, Then it examines the new one only, and enqueues it
+    result = json.loads(service.run("sweep", "--once").stdout)
+    assert (result["examined"], result["enqueued"]) == (1, 1), result
+    print(f"sweep with 10,000 messages past the log horizon: {result['seconds'] * 1000:.1f} ms")
+
+
 def test_a_message_with_bad_data_stays_in_the_failed_registry_and_no_sweep_touches_it(service, db, queue, receiver):
     # Given a communication log without account_id: the emit cannot be made, whatever happens outside
     mid = factories.message(db)

@@ -271,6 +271,17 @@ def test_two_sweeps_at_once_make_one_emit_per_message(service, db, queue, receiv
     assert sorted(e.message_id for e in receiver.emits) == sorted(str(m) for m in mids)
 
 
+def test_sweep_only_mode_looks_past_the_log_horizon(service, db, receiver):
+    # Given a message two hours old whose log came late, and no watcher (so no event will bring it)
+    mid = factories.message(db, created=datetime.now(UTC) - timedelta(hours=2))
+    factories.communication(db, mid)
+    env = {"SWEEP_ONLY": "1", "SWEEP_INTERVAL": "1"}
+    # When the sweep-only deployment's sweeps run, Then one finds it, past LOG_HORIZON
+    service.spawn("schedule", **env)
+    service.spawn("work", "--simple", **env)
+    assert wait_until(lambda: decided(db, mid), 20, "the message")["delivered"] is True
+
+
 @pytest.mark.serial  # two sweep intervals is a bound on time
 def test_sweep_only_mode_delivers_a_batch_of_200_within_two_sweep_intervals(service, db, receiver):
     # SimpleWorkers: forking ones take ~6 s for 200 jobs here (a fresh MongoClient per

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 
 import bson
 import pymongo
@@ -255,3 +256,30 @@ def test_a_log_corrected_after_the_decision_is_counted_and_explained_and_the_dec
     assert len(receiver.emits_for(str(mid))) == 1
     assert metrics.value(r, metrics.LATE_CHANGES) == 1
     r.close()
+
+
+def test_a_log_arriving_past_the_horizon_still_decides_its_message_at_once(service, client, receiver):
+    # Given a message created two hours ago whose log has not come (past LOG_HORIZON: no regular sweep looks)
+    db = client[service.database]
+    mid = factories.message(db, created=datetime.now(UTC) - timedelta(hours=2))
+    explained = service.run("explain", str(mid))
+    assert explained.returncode == 1 and "not by the regular sweeps" in explained.stdout
+    service.spawn("watch")
+    service.spawn("work", "--simple")
+    wait_until(lambda: active_watcher(service) and catch_up_done(service), 20, "the watcher, caught up")
+    # When its log is inserted, Then its event decides it
+    factories.communication(db, mid)
+    wait_until(lambda: db.support_messages.find_one({"_id": mid, "delivered": True}), 10, "the decision")
+
+
+def test_the_watchers_catch_up_sweep_looks_past_the_horizon(service, client, receiver):
+    # Given a message two hours old whose log was written while no watcher ran (its event was missed)
+    db = client[service.database]
+    mid = factories.message(db, created=datetime.now(UTC) - timedelta(hours=2))
+    factories.communication(db, mid)
+    # When the watcher starts without a resume token and enqueues its catch-up sweep (no scheduler runs)
+    service.spawn("watch")
+    service.spawn("work", "--simple")
+    # Then the catch-up sweep, which looks at undecided messages of any age, finds and decides it
+    wait_until(lambda: db.support_messages.find_one({"_id": mid, "delivered": True}), 20, "the decision")
+

@@ -284,7 +284,8 @@ class Watcher:
         log.warning("stream %s: %s; enqueuing a catch-up sweep", spec.name, reason)
         with contextlib.suppress(DuplicateJobError):  # one waiting catch-up sweep serves both streams
             Queue(SWEEP_QUEUE, connection=self.redis).enqueue(
-                run_sweep, job_id=CATCH_UP_JOB_ID, unique=True, result_ttl=0, description="catch-up sweep"
+                run_sweep, True, job_id=CATCH_UP_JOB_ID, unique=True, result_ttl=0,
+                description="catch-up sweep (messages of any age)"
             )
 
     def _sweep_only(self, spec: StreamSpec, error: OperationFailure, term: int) -> None:
