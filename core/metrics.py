@@ -169,7 +169,21 @@ SLOW_RETRIES = Gauge("msgstatus_slow_retry_messages", "Messages waiting for a sl
 PARKED = Gauge("msgstatus_parked_messages", "Messages parked for an operator (bad data).")
 UNDECIDED_AGE = Gauge(
     "msgstatus_oldest_undecided_message_age_seconds",
-    "Age of the oldest tracked message without a decision (0 when there is none).")
+    "Age of the oldest tracked message without a decision, with or without a log (0 when there is none).")
+WITH_LOG = Gauge(
+    "msgstatus_undecided_with_log_messages",
+    "Tracked messages that have their communication log and no decision yet (retrying, held, parked, or stuck).")
+WITH_LOG_AGE = Gauge(
+    "msgstatus_oldest_undecided_with_log_age_seconds",
+    "Age of the oldest tracked message that has its log and no decision (0 when there is none): the signal "
+    "that something is wrong.")
+WAITING_FOR_LOG = Gauge(
+    "msgstatus_waiting_for_log_messages",
+    "Tracked messages whose communication log has not come (the provider's business), within LOG_HORIZON or "
+    "past it.", ("horizon",), ("within", "past"))
+WAITING_FOR_LOG_AGE = Gauge(
+    "msgstatus_oldest_waiting_for_log_age_seconds",
+    "Age of the oldest tracked message whose log has not come (0 when there is none).")
 
 DECLARED: tuple[Metric, ...] = tuple(value for value in dict(globals()).values() if isinstance(value, Metric))
 """Every metric above, in the order they are exported."""

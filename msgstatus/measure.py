@@ -14,7 +14,7 @@ from core import metrics
 from core.defaults import QUEUE
 from core.metrics import Gauge, Sample
 from core.settings import Settings
-from msgstatus.status import held, oldest_waiting_age, streams
+from msgstatus.status import held, log_split, oldest_waiting_age, streams
 from watcher import roles
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ def gauges(settings: Settings, connection: redis.Redis, db: Database) -> dict[Ga
         found[metrics.SLOW_RETRIES] = [({}, waiting["slow_retries"])]
         found[metrics.PARKED] = [({}, waiting["parked"])]
         found[metrics.UNDECIDED_AGE] = [({}, oldest_waiting_age(db) or 0.0)]
+        split = log_split(db, settings.log_horizon)
+        found[metrics.WITH_LOG] = [({}, split["with_log"])]
+        found[metrics.WITH_LOG_AGE] = [({}, split["oldest_with_log_age_seconds"] or 0.0)]
+        found[metrics.WAITING_FOR_LOG] = [({"horizon": k}, n) for k, n in split["waiting_for_log"].items()]
+        found[metrics.WAITING_FOR_LOG_AGE] = [({}, split["oldest_waiting_for_log_age_seconds"] or 0.0)]
     except PyMongoError as error:
         log.warning("metrics: MongoDB did not answer (%s); its gauges are left out of this scrape", error)
     return found

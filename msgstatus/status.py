@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -73,6 +74,34 @@ def oldest_waiting_age(db: Database) -> float | None:  # type: ignore[type-arg]
     return round(max(0.0, (messages.now() - messages.inserted_at(oldest)).total_seconds()), 1)
 
 
+def _age_of(document: dict[str, Any] | None) -> float | None:
+    return None if document is None else round(max(0.0, (messages.now() - messages.inserted_at(document))
+                                                    .total_seconds()), 1)
+
+
+def log_split(db: Database, horizon: int) -> dict[str, Any]:  # type: ignore[type-arg]
+    """Undecided messages told apart: those that have their log (retrying, held or stuck: something is wrong)
+    and those still waiting for it (the provider's business), within LOG_HORIZON or past it."""
+    collection = db[messages.MESSAGES]
+    since = messages.now() - timedelta(seconds=horizon)
+    recent = list(collection.find(messages.sweepable(since), {"created": 1}))
+    named = messages.with_communication(db, [doc["_id"] for doc in recent]) if recent else set()
+    held = {**messages.TRACKED, messages.HOLD: {"$exists": True}}  # a job ran on its log and failed
+    oldest_held = collection.find_one(held, {"created": 1}, sort=[("created", 1)])
+    past = {**messages.sweepable(), "created": {"$lt": since}}
+    oldest_past = collection.find_one(past, {"created": 1}, sort=[("created", 1)])
+    with_log = [doc for doc in recent if doc["_id"] in named]
+    waiting = [doc for doc in recent if doc["_id"] not in named]
+    ages = [age for age in (_age_of(oldest_held), *(_age_of(doc) for doc in with_log)) if age is not None]
+    return {
+        "with_log": len(with_log) + collection.count_documents(held),
+        "oldest_with_log_age_seconds": max(ages) if ages else None,
+        "waiting_for_log": {"within": len(waiting), "past": collection.count_documents(past)},
+        "oldest_waiting_for_log_age_seconds": _age_of(oldest_past) if oldest_past else (
+            max((age for doc in waiting if (age := _age_of(doc)) is not None), default=None)),
+    }
+
+
 def streams(connection: redis.Redis) -> dict[str, dict[str, float | None]]:
     """Per stream: how old its saved resume token is, and its last event (None: never)."""
     tokens = TokenStore(connection)
@@ -111,6 +140,7 @@ def collect(
             "tracked_waiting": db[messages.MESSAGES].count_documents(messages.TRACKED),
             "oldest_waiting_age_seconds": oldest_waiting_age(db),
             **held(db),
+            **log_split(db, settings.log_horizon),
             "parked_messages": [str(oid) for oid in messages.parked(db, limit=FAILED_SHOWN)],
         },
         "watcher": {
@@ -172,6 +202,13 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"messages:  {m['tracked_waiting']} tracked still waiting"
         + (f", oldest {oldest:.0f}s" if oldest is not None else "")
+    )
+    with_log, waiting, waiting_age = m["oldest_with_log_age_seconds"], m["waiting_for_log"], \
+        m["oldest_waiting_for_log_age_seconds"]
+    lines.append(
+        f"  with their log, undecided: {m['with_log']}" + (f" (oldest {with_log:.0f}s)" if with_log is not None else "")
+        + f"; waiting for their log: {waiting['within']} within LOG_HORIZON, {waiting['past']} past it"
+        + (f" (oldest {waiting_age:.0f}s)" if waiting_age is not None else "")
     )
     slow_age = m["oldest_slow_retry_age_seconds"]
     lines.append(

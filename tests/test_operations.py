@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -208,6 +209,37 @@ def test_the_dashboard_answers_on_loopback(service, auth):
     with open(f"/proc/{process.pid}/net/tcp") as tcp:
         listening = [line.split()[1] for line in tcp.readlines()[1:] if line.split()[3] == "0A"]
     assert f"0100007F:{port:04X}" in listening  # 127.0.0.1, not 0.0.0.0
+
+
+def test_status_and_metrics_tell_messages_with_their_log_from_those_still_waiting_for_one(service, db, receiver):
+    # Given three messages two hours old whose logs never came, and a new one whose log has not come yet
+    old = datetime.now(UTC) - timedelta(hours=2)
+    for _ in range(3):
+        factories.message(db, created=old)
+    factories.message(db)
+    # and one whose log came, but whose emits fail (the socket service is down)
+    receiver.behaviour.status = 503
+    failing = factories.message(db)
+    factories.communication(db, failing)
+    port = free_port()
+    service.spawn("watch")
+    service.spawn("work", "--simple")
+    service.spawn("schedule")
+    wait_for_port("127.0.0.1", port, 30, service.spawn("api", "--port", str(port)))
+    wait_until(lambda: receiver.requests >= 1, 30, "a failed emit")
+    # When an operator asks, Then status is healthy and tells the two kinds apart, each with its age
+    report = wait_until(lambda: (r := json.loads(status(service, "--json")[1]))["healthy"] and r, 30, "health")
+    m = report["messages"]
+    assert (m["with_log"], m["waiting_for_log"]) == (1, {"within": 1, "past": 3})
+    assert m["oldest_with_log_age_seconds"] < 600 and m["oldest_waiting_for_log_age_seconds"] >= 7200
+    assert "with their log, undecided: 1" in status(service)[1]
+    # and so do the metrics, which the alert on undecided messages reads (tests/alerts_test.yml)
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert metric(text, "msgstatus_undecided_with_log_messages") == 1
+    assert metric(text, 'msgstatus_waiting_for_log_messages{horizon="past"}') == 3
+    assert metric(text, 'msgstatus_waiting_for_log_messages{horizon="within"}') == 1
+    assert 0 < metric(text, "msgstatus_oldest_undecided_with_log_age_seconds") < 600
+    assert metric(text, "msgstatus_oldest_waiting_for_log_age_seconds") >= 7200
 
 
 def test_a_disabled_service_stays_up_idle_and_says_so_in_its_log_and_in_status(service, db):
