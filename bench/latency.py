@@ -1,7 +1,8 @@
 """Latency from a communication's insert to the emit, through ``msgstatus run`` on the embedded default.
 
-Run: ``python -m bench.latency [--messages 600] [--rate 10] [--simple] [--idle 600]``.
-Prints p50/p95/p99/max, and with --idle the watcher's RSS at start and after that many idle seconds.
+Run: ``python -m bench.latency [--messages 600] [--rate 10] [--simple] [--idle 600] [--orphans 10000]``.
+Prints p50/p95/p99/max, and with --idle the watcher's RSS at start and after that many idle seconds. With
+--orphans, that many tracked messages two to three hours old whose logs never came are stored first.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import statistics
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bson import ObjectId
 
@@ -63,17 +64,24 @@ def main() -> None:
     parser.add_argument("--simple", action="store_true")
     parser.add_argument("--sweep-only", action="store_true", help="no watcher: the 5 s sweep alone")
     parser.add_argument("--idle", type=float, default=0, help="seconds idle afterwards, for the watcher's RSS")
+    parser.add_argument("--orphans", type=int, default=0, help="old tracked messages whose logs never came")
     args = parser.parse_args()
     service = RunningService(["--workers", str(args.workers), "--simple" if args.simple else "--fork",
                               *(["--sweep-only"] if args.sweep_only else [])])
     try:
         service.wait_ready(sweep_only=args.sweep_only)
+        if args.orphans:
+            now = datetime.now(UTC)
+            service.db.support_messages.insert_many([
+                {"sender_type": "conversation", "sender_id": ObjectId(), "source": "sms", "metadata": {},
+                 "created": now - timedelta(hours=2, seconds=i % 3600)} for i in range(args.orphans)])
         name = "scheduler" if args.sweep_only else "watcher"
         watcher = service.children()[name]
         rss_start = rss_kib(watcher)
         latencies = offer(service, args.messages, args.rate)
         stats = percentiles(latencies)
-        kind = ("SimpleWorker" if args.simple else "forking Worker") + (", sweep-only" if args.sweep_only else "")
+        kind = ("SimpleWorker" if args.simple else "forking Worker") + (", sweep-only" if args.sweep_only else "") \
+            + (f", {args.orphans} messages without logs stored" if args.orphans else "")
         print(f"{len(latencies)}/{args.messages} emits at {args.rate}/s, {args.workers} x {kind}: "
               + ", ".join(f"{k} {v:.1f} ms" for k, v in stats.items()))
         print(f"{name} RSS at start {rss_start} KiB, after the run {rss_kib(watcher)} KiB")
