@@ -38,7 +38,7 @@ def gauges(settings: Settings, connection: redis.Redis, db: Database) -> dict[Ga
         found[metrics.SLOW_RETRIES] = [({}, waiting["slow_retries"])]
         found[metrics.PARKED] = [({}, waiting["parked"])]
         found[metrics.UNDECIDED_AGE] = [({}, oldest_waiting_age(db) or 0.0)]
-        split = log_split(db, settings.log_horizon)
+        split = log_split(db, settings.log_horizon, waiting["slow_retries"] + waiting["parked"])
         found[metrics.WITH_LOG] = [({}, split["with_log"])]
         found[metrics.WITH_LOG_AGE] = [({}, split["oldest_with_log_age_seconds"] or 0.0)]
         found[metrics.WAITING_FOR_LOG] = [({"horizon": k}, n) for k, n in split["waiting_for_log"].items()]

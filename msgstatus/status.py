@@ -66,39 +66,40 @@ def sweeps_stopped(age: float | None, interval: int, max_age: float = MAX_SWEEP_
             "so nothing missed is found and no retry is moved back onto the queue")
 
 
+def _age_of(document: dict[str, Any]) -> float:
+    """Seconds since the document was written."""
+    return round(max(0.0, (messages.now() - messages.inserted_at(document)).total_seconds()), 1)
+
+
 def oldest_waiting_age(db: Database) -> float | None:  # type: ignore[type-arg]
     """Seconds since the oldest tracked message without a decision was written; None if there is none."""
     oldest = db[messages.MESSAGES].find_one(messages.TRACKED, {"created": 1}, sort=[("created", 1)])
-    if oldest is None:
-        return None
-    return round(max(0.0, (messages.now() - messages.inserted_at(oldest)).total_seconds()), 1)
+    return None if oldest is None else _age_of(oldest)
 
 
-def _age_of(document: dict[str, Any] | None) -> float | None:
-    return None if document is None else round(max(0.0, (messages.now() - messages.inserted_at(document))
-                                                    .total_seconds()), 1)
-
-
-def log_split(db: Database, horizon: int) -> dict[str, Any]:  # type: ignore[type-arg]
+def log_split(db: Database, horizon: int, held_count: int) -> dict[str, Any]:  # type: ignore[type-arg]
     """Undecided messages told apart: those that have their log (retrying, held or stuck: something is wrong)
-    and those still waiting for it (the provider's business), within LOG_HORIZON or past it."""
+    and those still waiting for it (the provider's business), within LOG_HORIZON or past it.
+
+    ``held_count``: the messages waiting for a slow retry or parked (``held``), which a job ran on its log for.
+    """
     collection = db[messages.MESSAGES]
     since = messages.now() - timedelta(seconds=horizon)
     recent = list(collection.find(messages.sweepable(since), {"created": 1}))
     named = messages.with_communication(db, [doc["_id"] for doc in recent]) if recent else set()
-    held = {**messages.TRACKED, messages.HOLD: {"$exists": True}}  # a job ran on its log and failed
-    oldest_held = collection.find_one(held, {"created": 1}, sort=[("created", 1)])
-    past = {**messages.sweepable(), "created": {"$lt": since}}
-    oldest_past = collection.find_one(past, {"created": 1}, sort=[("created", 1)])
     with_log = [doc for doc in recent if doc["_id"] in named]
     waiting = [doc for doc in recent if doc["_id"] not in named]
-    ages = [age for age in (_age_of(oldest_held), *(_age_of(doc) for doc in with_log)) if age is not None]
+    oldest_held = collection.find_one({**messages.TRACKED, messages.HOLD: {"$exists": True}}, {"created": 1},
+                                      sort=[("created", 1)])
+    past = {**messages.sweepable(), "created": {"$lt": since}}
+    oldest_past = collection.find_one(past, {"created": 1}, sort=[("created", 1)])
+    with_log_ages = [_age_of(doc) for doc in ([oldest_held] if oldest_held else []) + with_log]
     return {
-        "with_log": len(with_log) + collection.count_documents(held),
-        "oldest_with_log_age_seconds": max(ages) if ages else None,
+        "with_log": len(with_log) + held_count,
+        "oldest_with_log_age_seconds": max(with_log_ages, default=None),
         "waiting_for_log": {"within": len(waiting), "past": collection.count_documents(past)},
         "oldest_waiting_for_log_age_seconds": _age_of(oldest_past) if oldest_past else (
-            max((age for doc in waiting if (age := _age_of(doc)) is not None), default=None)),
+            max((_age_of(doc) for doc in waiting), default=None)),
     }
 
 
@@ -127,6 +128,7 @@ def collect(
     holder = LeaderLock.holder(connection)
     sweep_only = settings.sweep_only or state.get("mode") == "sweep-only"
     ages = streams(connection)
+    holds = held(db)
     report: dict[str, Any] = {
         "queue": {
             "waiting": queue.count,
@@ -139,8 +141,8 @@ def collect(
         "messages": {
             "tracked_waiting": db[messages.MESSAGES].count_documents(messages.TRACKED),
             "oldest_waiting_age_seconds": oldest_waiting_age(db),
-            **held(db),
-            **log_split(db, settings.log_horizon),
+            **holds,
+            **log_split(db, settings.log_horizon, holds["slow_retries"] + holds["parked"]),
             "parked_messages": [str(oid) for oid in messages.parked(db, limit=FAILED_SHOWN)],
         },
         "watcher": {
@@ -203,8 +205,8 @@ def render(report: dict[str, Any]) -> str:
         f"messages:  {m['tracked_waiting']} tracked still waiting"
         + (f", oldest {oldest:.0f}s" if oldest is not None else "")
     )
-    with_log, waiting, waiting_age = m["oldest_with_log_age_seconds"], m["waiting_for_log"], \
-        m["oldest_waiting_for_log_age_seconds"]
+    with_log, waiting, waiting_age = (m["oldest_with_log_age_seconds"], m["waiting_for_log"],
+                                      m["oldest_waiting_for_log_age_seconds"])
     lines.append(
         f"  with their log, undecided: {m['with_log']}" + (f" (oldest {with_log:.0f}s)" if with_log is not None else "")
         + f"; waiting for their log: {waiting['within']} within LOG_HORIZON, {waiting['past']} past it"
