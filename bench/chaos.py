@@ -35,6 +35,9 @@ RETRIES = {"FAST_ATTEMPTS": "3", "SLOW_RETRY": "20"}
 """The run's retry schedule, compressed from 10 fast attempts (8.5 minutes) and a 5-minute slow retry so
 that an outage outlasts the fast attempts within a phase. Claims and sweeps keep their defaults."""
 
+MID_JOB_PATIENCE = 60.0
+"""Seconds the worker kill waits for a worker mid-job before the run fails, naming it."""
+
 AFTERMATH = 5.0
 """Seconds after a fault's end whose messages still count as written during it."""
 
@@ -111,22 +114,28 @@ class Chaos:
 
     def kill_worker_mid_job(self) -> float:
         self.socket.receiver.behaviour.delay = 1.0  # so that status jobs spend a second mid-emit
+        deadline = time.monotonic() + MID_JOB_PATIENCE
         try:
-            while True:
+            while time.monotonic() < deadline:
                 busy = self._worker_in_emit()
                 if busy is not None:
                     return self.kill(busy)
                 time.sleep(0.01)
+            raise RuntimeError(f"no worker was mid-job on a message with its log within {MID_JOB_PATIENCE:.0f}s")
         finally:
             self.socket.receiver.behaviour.delay = 0
 
     def _worker_in_emit(self) -> str | None:
-        """A worker child running the status job of a message that has its log, 0.2 s into it."""
+        """A worker child running the job of a message that has its log, or a batch job, 0.2 s into it.
+
+        With every emit taking a second, events pile up and arrive together: most jobs are then batches.
+        """
         children = {pid: name for name, pid in self.service.children().items() if name.startswith("worker")}
         for worker in Worker.all(connection=self.service.redis):
             job_id = worker.get_current_job_id() or ""
             message = self.ledger.messages.get(ObjectId(job_id[7:31])) if job_id.startswith("status-") else None
-            if worker.pid in children and message is not None and message.with_log:
+            deciding = job_id.startswith("batch-") or (message is not None and message.with_log)
+            if worker.pid in children and deciding:
                 time.sleep(0.2)
                 if worker.get_current_job_id() == job_id:
                     return children[worker.pid]
