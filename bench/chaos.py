@@ -22,6 +22,7 @@ from bson import ObjectId
 from rq import Worker
 
 from bench.chaos_checks import Phase, check_invariants, load_run, report
+from bench.chaos_partial import Shedding, partial_outage
 from bench.chaos_traffic import Ledger, Observer, Socket, Traffic
 from core.defaults import SWEEP_INTERVAL
 from embedded.processes import kill_tree
@@ -58,6 +59,7 @@ class Chaos:
         self.traffic = Traffic(self.service.db, self.ledger, rate=5)
         self.observer = Observer(self.service.mongo_url, "msgstatus", self.ledger)
         self.killed: set[int] = set()
+        self.shedding: Shedding | None = None
 
     def start(self) -> None:
         print(f"chaos: the service logs to {self.service.log_path}", flush=True)
@@ -236,6 +238,7 @@ def run(quick: bool, skip_load: bool = False) -> tuple[str, bool]:
             chaos.fault("socket 503, unreachable, slow (2 s)", chaos.socket_outage)
             chaos.fault("socket service down past every fast retry", chaos.socket_down_past_fast_retries)
             chaos.fault("Redis connection dropped while retries move", chaos.drop_redis_while_retries_move)
+            chaos.fault("socket 503 (a backlog), then 30% 503 + 10% 429", lambda: partial_outage(chaos))
             chaos.fault("database restarted (empty)", chaos.restart_database)
             chaos.settle(15)  # traffic into the new database, through a watcher that recovered
         chaos.traffic.stopping.set()

@@ -48,18 +48,20 @@ class Invariants:
     stale_claims: list[str] = field(default_factory=list)
     unexpected_restarts: list[str] = field(default_factory=list)
     slow_recoveries: list[str] = field(default_factory=list)
+    retry_storm: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.undecided or self.decided_twice or self.emits_after_decision or self.metadata_lost
-                    or self.stale_claims or self.unexpected_restarts or self.slow_recoveries)
+                    or self.stale_claims or self.unexpected_restarts or self.slow_recoveries or self.retry_storm)
 
     def failures(self) -> list[str]:
         named = {"undecided": self.undecided, "decided twice": self.decided_twice,
                  "emitted for after its decision": self.emits_after_decision,
                  "metadata of another writer lost": self.metadata_lost, "claim left past its lease": self.stale_claims,
                  "processes that died without being killed": self.unexpected_restarts,
-                 "faults recovered too slowly": self.slow_recoveries}
+                 "faults recovered too slowly": self.slow_recoveries,
+                 "requests over the retry budget or sooner than their schedule": self.retry_storm}
         return [f"{what}: {len(items)} ({', '.join(items[:5])})" for what, items in named.items() if items]
 
 
@@ -99,6 +101,7 @@ def check_invariants(chaos: Chaos, final: bool) -> Invariants:
                              if p.recovery > RECOVERY_LIMIT or p.pending]
     if final:
         found.unexpected_restarts = unexpected_restarts(chaos)
+        found.retry_storm = chaos.shedding.failures() if chaos.shedding else []
     return found
 
 
@@ -225,6 +228,8 @@ def report(chaos: Chaos, final: Invariants, load: Load | None) -> str:
               f"{chaos.ledger.write_errors}.", ""]
     for invariants in filter(None, (checkpoint, final)):
         lines += [f"- FAILED {f}" for f in invariants.failures()]
+    if chaos.shedding is not None:
+        lines += chaos.shedding.lines()
     if load is not None:
         lines += ["", "## Load: backlog plus steady traffic, 2 SimpleWorkers", "",
                   f"{load.backlog:,} messages with their logs present at start, then {load.rate:g}/s offered for "

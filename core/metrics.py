@@ -107,6 +107,10 @@ RETRIES = Counter(
     "msgstatus_retries_total",
     "Retries scheduled after an outside failure, by schedule (fast: exponential backoff; slow: the message "
     "waits SLOW_RETRY seconds, or until an emit succeeds).", ("schedule",), ("fast", "slow"))
+RETRIES_SHED = Counter(
+    "msgstatus_retries_shed_total",
+    "Retries not sent because the socket service was failing and the retry budget was spent; each counts as a "
+    "failed attempt of its message.")
 LATE_CHANGES = Counter(
     "msgstatus_log_changes_after_decision_total",
     "Decided messages whose communication log came to say otherwise (success corrected after the decision); "

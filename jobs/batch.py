@@ -29,7 +29,15 @@ from core.defaults import EMIT_TIMEOUT
 from jobs import context, messages, wakeup
 from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
-from jobs.status import after_outside_failure, count_outcome, decide_and_emit, notice_late_change, release_quietly
+from jobs.retries import too_soon
+from jobs.status import (
+    after_outside_failure,
+    count_outcome,
+    decide_and_emit,
+    notice_late_change,
+    release_quietly,
+    spend_on_retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +82,23 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
             handed[enqueuer.enqueue(str(oid))] += 1  # another job holds it (live or dead): its own job sees
         for oid in set(others) - set(tracked):  # decided (or never tracked): its log may have changed since
             notice_late_change(oid)
+        try:  # a message whose last attempt failed keeps its own retry's schedule
+            soon = {ObjectId(mid) for mid in too_soon(res.redis, [str(oid) for oid in held])}
+        except RedisError:
+            soon = set()
+        messages.release_many(res.db, list(soon), token)
+        outcomes["retry-pending"] = len(soon)
+        held = {oid: hold for oid, hold in held.items() if oid not in soon}
         logs = messages.communications_for(res.db, list(held))
         waiting = [oid for oid in held if oid not in logs]
         messages.release_many(res.db, waiting, token)
         outcomes["waiting"] = len(waiting)
-        decided = _pool_here().map(lambda oid: _one(enqueuer, oid, token, logs[oid], held[oid], starts_by),
-                                   [oid for oid in held if oid in logs])
+        deciding = [oid for oid in held if oid in logs]
+        decided = list(_pool_here().map(lambda oid: _one(enqueuer, oid, token, logs[oid], held[oid], starts_by),
+                                        deciding))
         outcomes.update(decided)
+        first = sum(outcome in ("delivered", "undelivered") and not messages.waits_for_slow_retry(held[oid])
+                    for oid, outcome in zip(deciding, decided, strict=True))
     finally:
         res.leases.drop(token)
     with metrics.counting(res.redis) as pipe:
@@ -90,7 +108,7 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
         metrics.BATCHES.inc(pipe)
         metrics.BATCHED.inc(pipe, len(message_ids))
     if outcomes["delivered"] or outcomes["undelivered"]:
-        wakeup.succeeded(res.redis, res.db)
+        wakeup.succeeded(res.redis, res.db, first_attempts=first)
     log.info("batch of %d: %s in %.0f ms", len(message_ids), dict(outcomes + handed),
              (time.monotonic() - started) * 1000)
     return dict(outcomes + handed)
@@ -104,22 +122,26 @@ def _one(
         release_quietly(oid, token)
         enqueuer.enqueue(str(oid))
         return "handed-off"
+    slow = messages.waits_for_slow_retry(hold)
     try:
+        if slow:
+            spend_on_retry(oid)
         return decide_and_emit(oid, token, communication)
     except BadMessage:
         release_quietly(oid, token)
         enqueuer.enqueue(str(oid))  # its own job parks it and fails, named in the failed registry
         return "handed-off"
     except Exception as error:  # outside the message: its next attempt is a job of its own
-        release_quietly(oid, token)
-        try:
-            delay = after_outside_failure(str(oid), oid, token, messages.waits_for_slow_retry(hold), 1, error)
+        try:  # arranged before the claim goes: no other job may slip in before it
+            delay = after_outside_failure(str(oid), oid, token, slow, 1, error)
             if delay is None:
                 return "held"
             enqueuer.schedule_retry(str(oid), 1, delay, error)
         except Exception:  # the database or Redis is away too: the next sweep finds it
             log.warning("message %s: its next attempt could not be arranged; the next sweep finds it", oid)
             return "lost-to-sweep"
+        finally:
+            release_quietly(oid, token)
         return "retried"
 
 

@@ -23,6 +23,11 @@ class SocketUnavailable(RetryableError):
         self.retry_after = retry_after
 
 
+class Shed(RetryableError):
+    """Not sent: the socket service is failing and the retry budget is spent (``jobs.budget``); the attempt
+    counts as failed, and the message goes on along its schedule."""
+
+
 class BadMessage(Exception):
     """The message or its communication log lacks what the emit needs: never retried, parked for an operator."""
 

@@ -14,6 +14,7 @@ overdue moves it (``jobs.queueing``). Nothing else moves retries.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import tenacity
@@ -29,6 +30,39 @@ from core.defaults import MAX_BACKOFF
 log = logging.getLogger(__name__)
 
 _BACKOFF = tenacity.wait_exponential(multiplier=1, min=1, max=MAX_BACKOFF)
+
+NEXT_KEY = "msgstatus:next:"
+"""Per message whose attempt failed: ``<due>:<set at>`` (Unix seconds), before which no job tries it again."""
+
+WOKEN_KEY = "msgstatus:next:woken"
+"""When a wake-up last made every waiting message due (Unix seconds): marks set before it no longer hold."""
+
+
+def not_before(redis: Redis, message_id: str, due: float) -> None:
+    """No job but the message's own scheduled retry tries it before ``due`` (an event's follow-up, a batch, a
+    sweep would otherwise start a second retry chain, sooner than the schedule)."""
+    at = time.time()
+    redis.set(f"{NEXT_KEY}{message_id}", f"{due}:{at}", ex=max(1, math.ceil(due - at)) + 5)
+
+
+def too_soon(redis: Redis, message_ids: list[str]) -> set[str]:
+    """Those of ``message_ids`` whose next attempt is not due yet (a wake-up since makes it due)."""
+    if not message_ids:
+        return set()
+    found = redis.mget([WOKEN_KEY, *(f"{NEXT_KEY}{mid}" for mid in message_ids)])
+    woken, now = float(found[0] or 0), time.time()
+    soon = set()
+    for mid, raw in zip(message_ids, found[1:], strict=True):
+        if raw is not None:
+            due, at = (float(part) for part in _text(raw).split(":"))
+            if due > now and at > woken:
+                soon.add(mid)
+    return soon
+
+
+def woken(redis: Redis) -> None:
+    """Every waiting message is due now (``jobs.wakeup``)."""
+    redis.set(WOKEN_KEY, time.time())
 
 
 def retry_delay(attempt: int) -> int:

@@ -28,11 +28,11 @@ from rq import Retry, get_current_job
 from rq.timeouts import JobTimeoutException
 
 from core import metrics
-from jobs import context, leases, messages, wakeup
+from jobs import budget, context, leases, messages, wakeup
 from jobs.emit import emit_update
-from jobs.errors import BadMessage, RetryableError, describe
-from jobs.queueing import FINAL, note_error
-from jobs.retries import retry_delay
+from jobs.errors import BadMessage, RetryableError, Shed, describe
+from jobs.queueing import FINAL, job_id, note_error
+from jobs.retries import not_before, retry_delay, too_soon
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ LATE_KEY = "msgstatus:late:"
 
 LATE_TTL = 30 * 24 * 3600
 """Seconds a noticed change is remembered."""
+
+RQ_ROUNDING = 1
+"""Seconds added to a fast retry's delay: RQ keeps when a retry is due in whole seconds, cut down, and would
+otherwise run it up to a second before its time."""
 
 LEASE_PATIENCE = 2.0
 """Seconds a job waits for another worker's claim on its message to end before it skips."""
@@ -82,6 +86,11 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         if lease.taken_over:
             metrics.TAKEOVERS.inc(res.redis)
             log.warning("message %s: took over a claim whose job had died or run out", message_id)
+        if not _own_retry(message_id) and _waits_for_retry(message_id):
+            messages.release(res.db, oid, token)
+            log.debug("message %s: its next attempt is not due yet; its own retry makes it", message_id)
+            metrics.NOT_DECIDED.inc(res.redis, reason="not_free")
+            return "skipped"
         outcome = _decide_and_emit(oid, lease)
     except BadMessage as error:
         metrics.JOB_FAILURES.inc(res.redis, kind="bad_data")
@@ -90,8 +99,10 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         _final()
         raise
     except Exception as error:  # outside the message: the socket service, the database, Redis, a bug
-        _release(oid, lease)
-        return _later(message_id, oid, token, lease, error)
+        try:  # the next attempt is arranged before the claim goes: no other job may slip in before it
+            return _later(message_id, oid, token, lease, error)
+        finally:
+            _release(oid, lease)
     except BaseException:  # a shutdown stops the job from outside (an RQ timeout is an Exception, above)
         _release(oid, lease)
         raise
@@ -99,9 +110,22 @@ def check_message_status(message_id: str) -> Outcome | Retry:
         res.leases.drop(token)
     count_outcome(res.redis, outcome)
     if outcome in ("delivered", "undelivered"):
-        wakeup.succeeded(res.redis, res.db)
+        wakeup.succeeded(res.redis, res.db, first_attempts=int(not _is_retry(lease)))
     log.info("message %s: %s in %.0f ms", message_id, outcome, (time.monotonic() - started) * 1000)
     return outcome
+
+
+def _own_retry(message_id: str) -> bool:
+    """Whether this job is the message's own, run again by its retry schedule."""
+    job = get_current_job()
+    return job is not None and job.id == job_id(message_id) and bool(job.number_of_retries)
+
+
+def _waits_for_retry(message_id: str) -> bool:
+    try:
+        return bool(too_soon(context.resources().redis, [message_id]))
+    except RedisError:
+        return False
 
 
 def notice_late_change(oid: ObjectId) -> None:
@@ -159,7 +183,21 @@ def _decide_and_emit(oid: ObjectId, lease: messages.Claim) -> Outcome:
         # The provider's callback has not arrived; its insert brings the message back.
         messages.release(res.db, oid, lease.token)
         return "waiting"
+    if _is_retry(lease):
+        spend_on_retry(oid)
     return decide_and_emit(oid, lease.token, communication)
+
+
+def _is_retry(lease: messages.Claim) -> bool:
+    """Whether this attempt follows a failed one: this job's retry, or the message's slow retry."""
+    job = get_current_job()
+    return lease.slow_retry or bool(job is not None and job.number_of_retries)
+
+
+def spend_on_retry(oid: ObjectId) -> None:
+    """Before a retry's emit: Shed if the socket service is failing and the retry budget is spent."""
+    if not budget.allow_retry(context.resources().redis):
+        raise Shed(f"not sent: the socket service is failing and the retry budget is spent (message {oid})")
 
 
 def decide_and_emit(oid: ObjectId, token: str, communication: dict[str, Any]) -> Outcome:
@@ -215,23 +253,28 @@ def after_outside_failure(
     message_id: str, oid: ObjectId, token: str, slow: bool, attempt: int, error: Exception
 ) -> int | None:
     """Seconds until the fast retry of attempt ``attempt + 1``, or None: the message now waits for its slow
-    retry (after a slow retry failed, or the last fast attempt). Our claim is already released."""
+    retry (after a slow retry failed, or the last fast attempt). Called while we may still hold the claim
+    (``token``): until the next attempt is due, no other job tries the message."""
     res = context.resources()
-    wakeup.failed(res.redis)
     reason = describe(error)
+    if isinstance(error, Shed):  # no request was sent: nothing failed that could say the service is failing
+        metrics.RETRIES_SHED.inc(res.redis)
+    else:
+        wakeup.failed(res.redis, first_attempt=attempt == 1 and not slow)
+        metrics.JOB_FAILURES.inc(res.redis, kind="outside")
     if not isinstance(error, EXPECTED):
         log.error("message %s: unexpected error; retried like an outage", message_id, exc_info=error)
-    metrics.JOB_FAILURES.inc(res.redis, kind="outside")
-    # A socket service that said when to come back (Retry-After) is not asked sooner: one second more,
-    # as RQ keeps a retry's time in whole seconds, cut down.
-    wait = getattr(error, "retry_after", None)
-    asked = 0 if wait is None else wait + 1
+    # A socket service that said when to come back (Retry-After) is not asked sooner.
+    asked = getattr(error, "retry_after", None) or 0
     if not slow and attempt < res.settings.fast_attempts:
         metrics.RETRIES.inc(res.redis, schedule="fast")
-        delay = max(retry_delay(attempt), asked)
+        wait = max(retry_delay(attempt), asked)
+        _not_before(message_id, time.time() + wait)
+        delay = wait + RQ_ROUNDING
         log.warning("message %s: attempt %d failed (%s), retrying in %ds", message_id, attempt, reason, delay)
         return delay
     until = messages.now() + timedelta(seconds=max(res.settings.slow_retry, asked))
+    _not_before(message_id, until.timestamp())
     # If the database is away this raises: the job fails without a verdict and the next
     # event or sweep after the database is back runs it again.
     messages.hold(res.db, oid, token, until, 1 if slow else attempt, reason)
@@ -239,6 +282,11 @@ def after_outside_failure(
     log.warning("message %s: %s failed (%s); next try in %ds, or as soon as an emit succeeds",
                 message_id, "slow retry" if slow else f"all {attempt} attempts", reason, res.settings.slow_retry)
     return None
+
+
+def _not_before(message_id: str, due: float) -> None:
+    with contextlib.suppress(RedisError):  # without the mark, only the schedule itself spaces the attempts
+        not_before(context.resources().redis, message_id, due)
 
 
 def _final() -> None:

@@ -20,18 +20,13 @@ from pymongo.errors import PyMongoError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from jobs import messages, queueing, retries, sweep
+from jobs import budget, messages, queueing, retries, sweep
+from jobs.budget import RECENT_KEY
 
 log = logging.getLogger(__name__)
 
 FAILING_KEY = "msgstatus:outside:failing"
 """Set while attempts fail for outside causes, until a wake-up clears it."""
-
-RECENT_KEY = "msgstatus:outside:recent"
-"""Lives QUIET seconds after each failed attempt: while it does, the failures have not stopped."""
-
-QUIET = 10
-"""Seconds without a failed attempt after which a success counts as the end of an outage."""
 
 WOKEN_KEY = "msgstatus:outside:woken"
 """Held for WAKE_INTERVAL seconds by the worker that last woke the waiting messages."""
@@ -43,17 +38,20 @@ FAILING_TTL = 24 * 3600
 """A failure mark older than this is forgotten (the slow retries have run many times by then)."""
 
 
-def failed(redis: Redis) -> None:
-    """Remember that an attempt failed for an outside cause (Redis itself may be that cause)."""
+def failed(redis: Redis, first_attempt: bool = False) -> None:
+    """Remember that an attempt (a message's first, or a retry) failed for an outside cause (Redis itself may
+    be that cause)."""
     with contextlib.suppress(RedisError), redis.pipeline(transaction=False) as pipe:
         pipe.set(FAILING_KEY, "1", ex=FAILING_TTL)
-        pipe.set(RECENT_KEY, "1", ex=QUIET)
+        budget.note_failure(pipe)
+        budget.earn(pipe, int(first_attempt))
         pipe.execute()
 
 
-def succeeded(redis: Redis, db: Database) -> int:  # type: ignore[type-arg]
+def succeeded(redis: Redis, db: Database, first_attempts: int = 0) -> int:  # type: ignore[type-arg]
     """After an outage that has ended (no failure for QUIET seconds): enqueue every scheduled retry and make
-    slow retries due; how many were woken.
+    slow retries due; how many were woken. ``first_attempts``: how many of the successes were messages'
+    first attempts, which earn the retry budget while failures go on.
 
     Called after a decision is committed, so it never raises: a wake-up that Redis or the database
     cannot take now is left to the retries' own schedule and the sweeps.
@@ -63,11 +61,16 @@ def succeeded(redis: Redis, db: Database) -> int:  # type: ignore[type-arg]
             pipe.exists(FAILING_KEY)
             pipe.exists(RECENT_KEY)
             failing, recent = pipe.execute()
+        if recent and first_attempts:
+            with redis.pipeline(transaction=False) as pipe:
+                budget.earn(pipe, first_attempts)
+                pipe.execute()
         if not failing or recent:  # no outage, or its failures go on
             return 0
         if not redis.set(WOKEN_KEY, "1", nx=True, ex=WAKE_INTERVAL):
             return 0
         redis.delete(FAILING_KEY)
+        retries.woken(redis)
         moved = sum(retries.move_all(queue) for queue in queueing.status_queues(redis))
         due = messages.wake(db, messages.now())
         if due:

@@ -8,6 +8,7 @@ HS256 signature with APP_SECRET, the expiry, the seed's claims, and that
 from __future__ import annotations
 
 import json
+import random
 import sys
 import threading
 import time
@@ -49,6 +50,9 @@ class Behaviour:
     """A Retry-After header sent with every 429 and 503."""
     moved: int | None = None
     """A redirect status (301, 307...) that ``POST /emit`` answers, pointing at ``MOVED_PATH`` on this server."""
+    shedding: dict[int, float] = field(default_factory=dict)
+    """Statuses answered at random instead of ``status``, each with its probability (``{503: 0.3, 429: 0.1}``)."""
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
 MOVED_PATH = "/moved/emit"
@@ -72,6 +76,9 @@ class SocketReceiver:
         self.requests = 0
         self.arrivals: list[float] = []
         """When each POST /emit came in (time.time()), answered or not."""
+        self.answers: list[tuple[float, str, int, float]] = []
+        """Each POST /emit answered: when it came in, its message id ('' if unreadable), the status it was
+        given, and when (after any delay)."""
         self.behaviour = Behaviour()
         self.listeners: list[Any] = []
         self._lock = threading.Lock()
@@ -99,20 +106,33 @@ class SocketReceiver:
         with self._lock:
             return [e for e in self.emits if e.message_id == message_id]
 
-    def _answer(self, raw: bytes) -> tuple[int, float]:
+    def _answer(self, raw: bytes, arrived: float) -> tuple[int, float]:
+        try:
+            message_id = str(json.loads(raw)["data"]["_id"])
+        except (ValueError, KeyError, TypeError):
+            message_id = ""
         with self._lock:
             self.requests += 1
-            self.arrivals.append(time.time())
-            if self.behaviour.by_message:
-                try:
-                    message_id = str(json.loads(raw)["data"]["_id"])
-                except (ValueError, KeyError, TypeError):
-                    message_id = ""
-                if message_id in self.behaviour.by_message:
-                    return self.behaviour.by_message.pop(message_id)
-            if self.behaviour.fail_next:
-                return self.behaviour.fail_next.pop(0), 0.0
-            return self.behaviour.status, self.behaviour.delay
+            self.arrivals.append(arrived)
+            status, delay = self._choose(message_id)
+        if delay:
+            self._stopped.wait(delay)
+        with self._lock:
+            self.answers.append((arrived, message_id, status, time.time()))
+        return status, delay
+
+    def _choose(self, message_id: str) -> tuple[int, float]:
+        behaviour = self.behaviour
+        if message_id in behaviour.by_message:
+            return behaviour.by_message.pop(message_id)
+        if behaviour.fail_next:
+            return behaviour.fail_next.pop(0), 0.0
+        draw = behaviour.rng.random()
+        for status, probability in behaviour.shedding.items():
+            if draw < probability:
+                return status, behaviour.delay
+            draw -= probability
+        return behaviour.status, behaviour.delay
 
     def _verify(self, headers: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         auth = headers.get("authorization", "")
@@ -141,9 +161,7 @@ class SocketReceiver:
                     self.send_header("content-length", "0")
                     self.end_headers()
                     return
-                status, delay = receiver._answer(raw)
-                if delay:
-                    receiver._stopped.wait(delay)
+                status, _ = receiver._answer(raw, arrived)
                 if status == 200 and self.path in ("/emit", MOVED_PATH):
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     try:

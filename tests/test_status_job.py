@@ -12,7 +12,7 @@ from rq import Queue
 from rq.job import Job
 
 from core.defaults import QUEUE
-from jobs import wakeup
+from jobs import budget
 from jobs.messages import CLAIM, HOLD
 from jobs.queueing import LAST_ERROR, Enqueuer, job_id
 from tests import factories
@@ -398,7 +398,7 @@ def test_retries_waiting_on_the_socket_run_as_soon_as_it_answers_again(service, 
     # When the socket service answers again, no attempt has failed for a while (the outage is over, not
     # a pause between failures), and a new message is emitted
     receiver.behaviour.status = 200
-    wait_until(lambda: not queue.connection.exists(wakeup.RECENT_KEY), wakeup.QUIET + 10, "the failures to stop")
+    wait_until(lambda: not queue.connection.exists(budget.RECENT_KEY), budget.QUIET + 10, "the failures to stop")
     enqueue(queue, fresh)
     # Then the waiting retry runs at once, not in a minute
     wait_until(lambda: decided(db, fresh), 20, "the new message")
