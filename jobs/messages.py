@@ -20,7 +20,11 @@ CLAIM = "status_claim"
 
 HOLD = "status_hold"
 """Field marking a message the sweep leaves alone: {kind: "retry", until, since, attempts, error} while it
-waits for its next slow retry, {kind: "parked", since, error} when its data needs an operator."""
+waits for its next slow retry, {kind: "parked", since, error} when its data needs an operator, {kind:
+"no_log", retired} once it has waited for its log past LOG_HORIZON (an event still decides it)."""
+
+RETIRED = "no_log"
+"""The hold kind of a message past LOG_HORIZON without a log: only its log's event or a full sweep looks."""
 
 DECIDED_AT = "status_decided_at"
 """When msgstatus wrote the message's decision."""
@@ -54,15 +58,33 @@ def unclaimed(at: datetime) -> dict[str, Any]:
     return {"$or": [{CLAIM: {"$exists": False}}, {f"{CLAIM}.until": {"$lt": at}}]}
 
 
-def sweepable(since: datetime | None = None) -> dict[str, Any]:
-    """Tracked and not held (and ``created`` since ``since``, if given): what a sweep looks at first (the
-    compound index skips held ones, the ``created`` index those past the log horizon)."""
-    query = {**TRACKED, HOLD: {"$exists": False}}
-    return query if since is None else {**query, "created": {"$gte": since}}
+def sweepable() -> dict[str, Any]:
+    """Tracked and not held: what a sweep looks at first (the compound index skips held and retired ones)."""
+    return {**TRACKED, HOLD: {"$exists": False}}
+
+
+def retired() -> dict[str, Any]:
+    """Tracked messages retired past LOG_HORIZON without a log (the ``status_hold.kind`` index finds them)."""
+    return {**TRACKED, f"{HOLD}.kind": RETIRED}
+
+
+def retire(db: Database, message_ids: list[ObjectId], at: datetime) -> int:  # type: ignore[type-arg]
+    """Keep the regular sweeps off these messages, past LOG_HORIZON without a log; how many were retired.
+
+    A claimed message is left alone (its job decides what becomes of it); an event still claims and decides
+    a retired one, as the claim ignores holds.
+    """
+    if not message_ids:
+        return 0
+    result = db[MESSAGES].update_many(
+        {"_id": {"$in": message_ids}, **sweepable(), **unclaimed(at)},
+        {"$set": {HOLD: {"kind": RETIRED, "retired": at}}},
+    )
+    return result.modified_count
 
 
 def within(message: dict[str, Any], since: datetime) -> bool:
-    """Whether ``sweepable(since)`` takes the message: its ``created`` is a date no older than ``since``."""
+    """Whether the message's ``created`` is a date no older than ``since`` (within LOG_HORIZON)."""
     created = message.get("created")
     return isinstance(created, datetime) and as_utc(created) >= since
 
@@ -327,3 +349,4 @@ def ensure_indexes(db: Database) -> None:  # type: ignore[type-arg]
     # Undecided and not held: held messages cost a sweep nothing, however many there are.
     db[MESSAGES].create_index([("delivered", 1), (HOLD, 1)])
     db[MESSAGES].create_index(f"{HOLD}.until")
+    db[MESSAGES].create_index(f"{HOLD}.kind")

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 PAGE = 200
 """Candidates checked for a communication log in one query."""
 
+RETIRE_BATCH = 500
+"""Candidates past LOG_HORIZON one sweep examines at most (a cut-over brings thousands; each sweep retires its
+share, the newest first)."""
+
 MORE_JOB_ID = "msgstatus-sweep-more"
 
 LAST_SWEEP_KEY = "msgstatus:sweep:last"
@@ -58,9 +62,13 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int, horizon: float | None) -
     """Enqueue up to ``batch`` tracked, unclaimed messages that have a communication log, newest first.
 
     Looks at two index-backed sets, so that its cost follows what is due, not
-    what is stored or what failed: undecided messages not held and created within
-    ``horizon`` seconds (those unclaimed, or whose claim ran out or whose job died,
-    ``jobs.leases``; None: of any age), and held messages whose slow retry has come.
+    what is stored or what failed: undecided messages not held (those unclaimed,
+    or whose claim ran out or whose job died, ``jobs.leases``), and held messages
+    whose slow retry has come. A message it finds without a log and created more
+    than ``horizon`` seconds ago is retired (``messages.retire``): no regular sweep
+    looks at it again, its log's event still decides it; RETIRE_BATCH such
+    messages at most per sweep. ``horizon`` None: retired messages are looked at
+    too, and none is retired.
     Idempotent: two sweeps at once enqueue under the same job ids, and the claim
     makes any second run of a job harmless.
     """
@@ -68,20 +76,28 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int, horizon: float | None) -
     result = SweepResult()
     at = messages.now()
     collection = db[messages.MESSAGES]
-    since = None if horizon is None else at - timedelta(seconds=horizon)
-    found = list(collection.find(messages.sweepable(since), {"_id": 1, "created": 1, f"{messages.CLAIM}": 1}))
+    fields = {"_id": 1, "created": 1, messages.CLAIM: 1}
+    found = list(collection.find(messages.sweepable(), fields))
+    if horizon is None:
+        found += collection.find(messages.retired(), fields)
     # Newest first, sorted here: the embedded server sorts 10,000 candidates four times slower than it finds them.
     fresh = sorted(_free_or_dead(found, enqueuer.queue.connection, at), key=_newest_first)
+    since = None if horizon is None else at - timedelta(seconds=horizon)
+    past: set[Any] = set()
+    if since is not None:
+        recent = [m for m in fresh if messages.within(m, since)]
+        older = [m for m in fresh if not messages.within(m, since)][:RETIRE_BATCH]
+        fresh, past = recent + older, {m["_id"] for m in older}
     due = collection.find(messages.due(at), {"_id": 1})
     page: list[Any] = []
     for message in itertools.chain(fresh, due):
         page.append(message["_id"])
         if len(page) == PAGE:
-            if _enqueue_page(db, enqueuer, page, result, batch):
+            if _enqueue_page(db, enqueuer, page, result, batch, past):
                 break
             page = []
     else:
-        _enqueue_page(db, enqueuer, page, result, batch)
+        _enqueue_page(db, enqueuer, page, result, batch, past)
     result.seconds = time.monotonic() - started
     connection = enqueuer.queue.connection
     with metrics.counting(connection) as pipe:
@@ -89,7 +105,7 @@ def sweep(db: Database, enqueuer: Enqueuer, batch: int, horizon: float | None) -
         metrics.SWEEP_EXAMINED.inc(pipe, result.examined)
         metrics.SWEEP_ENQUEUED.inc(pipe, result.enqueued)
     metrics.SWEEP_DURATION.observe(connection, result.seconds)
-    if result.enqueued or result.outcomes["failed"]:
+    if result.enqueued or result.outcomes["failed"] or result.outcomes["retired"]:
         log.info("sweep: %s", result.as_dict())
     else:
         log.debug("sweep: %s", result.as_dict())
@@ -118,13 +134,20 @@ def _free_or_dead(found: list[dict[str, Any]], connection: Any, at: datetime) ->
     return free + [message for token, held in claimed.items() if not living[token] for message in held]
 
 
-def _enqueue_page(db: Database, enqueuer: Enqueuer, page: list[Any], result: SweepResult, batch: int) -> bool:  # type: ignore[type-arg]
-    """Enqueue the page's messages that have a log, together; True once ``batch`` are enqueued."""
+def _enqueue_page(
+    db: Database, enqueuer: Enqueuer, page: list[Any], result: SweepResult, batch: int,  # type: ignore[type-arg]
+    past: set[Any],
+) -> bool:
+    """Enqueue the page's messages that have a log, together, and retire those ``past`` the log horizon
+    without one; True once ``batch`` are enqueued."""
     result.examined += len(page)
     named = messages.with_communication(db, page) if page else set()
     chosen = [str(oid) for oid in page if oid in named][: max(0, batch - result.enqueued)]
     result.with_log += len(chosen)
     result.outcomes.update(enqueuer.enqueue_many(chosen))
+    if past:
+        result.outcomes["retired"] += messages.retire(db, [oid for oid in page if oid in past and oid not in named],
+                                                      messages.now())
     if result.enqueued >= batch:
         result.full = True
         return True
@@ -134,9 +157,9 @@ def _enqueue_page(db: Database, enqueuer: Enqueuer, page: list[Any], result: Swe
 def run_sweep(full: bool = False) -> dict[str, Any]:
     """RQ job (every SWEEP_INTERVAL via ``msgstatus schedule``, or the watcher's catch-up): one sweep.
 
-    It looks at messages created within LOG_HORIZON; a ``full`` one (the watcher's catch-up, after events
-    may have been missed) and every sweep of a sweep-only deployment (no events at all) at undecided
-    messages of any age.
+    It retires messages that waited for their log past LOG_HORIZON; a ``full`` one (the watcher's catch-up,
+    after events may have been missed) and every sweep of a sweep-only deployment (no events at all) look
+    at retired messages too.
 
     While a batch or more of status jobs already waits, sweeping again would only
     re-find queued messages and keep the workers from them: the sweep defers and

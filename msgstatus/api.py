@@ -39,7 +39,8 @@ def sweep_now(settings: Settings, connection: redis.Redis) -> dict[str, Any]:
     with client:
         db = client[settings.database]
         messages.ensure_indexes(db)
-        return sweep(db, Enqueuer(status_queue(connection)), SWEEP_BATCH, settings.log_horizon).as_dict()
+        horizon = None if settings.sweep_only else settings.log_horizon
+        return sweep(db, Enqueuer(status_queue(connection)), SWEEP_BATCH, horizon).as_dict()
 
 
 def prometheus(settings: Settings, connection: redis.Redis, db: Database) -> str:  # type: ignore[type-arg]

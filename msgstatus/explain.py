@@ -102,7 +102,7 @@ def _hold(hold: Any) -> dict[str, Any] | None:
     if not isinstance(hold, dict):
         return None
     return {"kind": hold.get("kind"), "since": _when(hold.get("since")), "until": _when(hold.get("until")),
-            "attempts": hold.get("attempts"), "error": hold.get("error")}
+            "attempts": hold.get("attempts"), "error": hold.get("error"), "retired": _when(hold.get("retired"))}
 
 
 def _jobs(connection: redis.Redis, message_id: str) -> list[dict[str, Any]]:
@@ -146,10 +146,14 @@ def _sweep(settings: Settings, report: dict[str, Any], last_age: float | None) -
         return f"at {hold['until']} (its slow retry), or as soon as an emit succeeds{warning}"
     if claim and claim["job_alive"]:
         return f"not while a live job holds it (lease until {claim['until']})"
+    if hold and hold["kind"] == messages.RETIRED:
+        return (f"not by the regular sweeps: retired at {hold['retired']}, created over LOG_HORIZON "
+                f"({settings.log_horizon}s) ago (or with no `created` date) and still without a log; its log's "
+                "insert or update decides it at once whenever it comes (so does a catch-up sweep after a watcher "
+                "outage)")
     if report["past_log_horizon"]:
-        return (f"not by the regular sweeps: it was created over LOG_HORIZON ({settings.log_horizon}s) ago, or has "
-                "no `created` date; its log's insert decides it at once whenever it comes (so does a catch-up "
-                "sweep after a watcher outage)")
+        return (f"at the next sweep, which retires it if it still has no log: it was created over LOG_HORIZON "
+                f"({settings.log_horizon}s) ago, or has no `created` date{warning}")
     return f"at the next sweep (every {settings.sweep_interval}s){warning}"
 
 
@@ -199,7 +203,9 @@ def render(report: dict[str, Any]) -> str:
     claim, hold = report["claim"], report["hold"]
     if claim:
         lines.append(f"claim:     until {claim['until']}, its job {'alive' if claim['job_alive'] else 'gone'}")
-    if hold:
+    if hold and hold["kind"] == messages.RETIRED:
+        lines.append(f"hold:      retired past LOG_HORIZON without a log, at {hold['retired']}")
+    elif hold:
         lines.append(f"hold:      {hold['kind']} since {hold['since']}"
                      + (f", next try {hold['until']}, {hold['attempts']} attempts" if hold["kind"] == "retry" else "")
                      + f": {hold['error']}")

@@ -85,21 +85,23 @@ def log_split(db: Database, horizon: int, held_count: int) -> dict[str, Any]:  #
     """
     collection = db[messages.MESSAGES]
     since = messages.now() - timedelta(seconds=horizon)
-    recent = list(collection.find(messages.sweepable(since), {"created": 1}))
-    named = messages.with_communication(db, [doc["_id"] for doc in recent]) if recent else set()
-    with_log = [doc for doc in recent if doc["_id"] in named]
-    waiting = [doc for doc in recent if doc["_id"] not in named]
-    oldest_held = collection.find_one({**messages.TRACKED, messages.HOLD: {"$exists": True}}, {"created": 1},
-                                      sort=[("created", 1)])
-    past = {**messages.sweepable(), "created": {"$lt": since}}
-    oldest_past = collection.find_one(past, {"created": 1}, sort=[("created", 1)])
+    unheld = list(collection.find(messages.sweepable(), {"created": 1}))
+    named = messages.with_communication(db, [doc["_id"] for doc in unheld]) if unheld else set()
+    with_log = [doc for doc in unheld if doc["_id"] in named]
+    waiting = [doc for doc in unheld if doc["_id"] not in named]
+    # Past the horizon: retired by a sweep, or not yet (the next sweep retires it)
+    past_unretired = [doc for doc in waiting if not messages.within(doc, since)]
+    held = {**messages.TRACKED, f"{messages.HOLD}.kind": {"$in": ["retry", "parked"]}}
+    oldest_held = collection.find_one(held, {"created": 1}, sort=[("created", 1)])
+    oldest_retired = collection.find_one(messages.retired(), {"created": 1}, sort=[("created", 1)])
     with_log_ages = [_age_of(doc) for doc in ([oldest_held] if oldest_held else []) + with_log]
+    waiting_ages = [_age_of(doc) for doc in ([oldest_retired] if oldest_retired else []) + waiting]
     return {
         "with_log": len(with_log) + held_count,
         "oldest_with_log_age_seconds": max(with_log_ages, default=None),
-        "waiting_for_log": {"within": len(waiting), "past": collection.count_documents(past)},
-        "oldest_waiting_for_log_age_seconds": _age_of(oldest_past) if oldest_past else (
-            max((_age_of(doc) for doc in waiting), default=None)),
+        "waiting_for_log": {"within": len(waiting) - len(past_unretired),
+                            "past": collection.count_documents(messages.retired()) + len(past_unretired)},
+        "oldest_waiting_for_log_age_seconds": max(waiting_ages, default=None),
     }
 
 

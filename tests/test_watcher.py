@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -262,8 +263,10 @@ def test_a_log_arriving_past_the_horizon_still_decides_its_message_at_once(servi
     # Given a message created two hours ago whose log has not come (past LOG_HORIZON: no regular sweep looks)
     db = client[service.database]
     mid = factories.message(db, created=datetime.now(UTC) - timedelta(hours=2))
+    assert "which retires it if it still has no log" in service.run("explain", str(mid)).stdout
+    assert json.loads(service.run("sweep", "--once").stdout)["retired"] == 1
     explained = service.run("explain", str(mid))
-    assert explained.returncode == 1 and "not by the regular sweeps" in explained.stdout
+    assert explained.returncode == 1 and "not by the regular sweeps: retired" in explained.stdout
     service.spawn("watch")
     service.spawn("work", "--simple")
     wait_until(lambda: active_watcher(service) and catch_up_done(service), 20, "the watcher, caught up")
