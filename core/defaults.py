@@ -56,7 +56,10 @@ MIN_SECRET_BYTES = 32
 EMBEDDED_APP_SECRET = "msgstatus-embedded-default-secret-not-for-production"
 """APP_SECRET of the embedded default when none is set: fine for a demo; a configured MongoDB needs APP_SECRET."""
 
-EMBEDDED_MONGO_URL = "mongodb://127.0.0.1:27017/msgstatus?directConnection=true"
+EMBEDDED_REPLICA_SET = "rs0"
+"""The one-node replica set the embedded MongoDB is the primary of."""
+
+EMBEDDED_MONGO_URL = f"mongodb://127.0.0.1:27017/msgstatus?replicaSet={EMBEDDED_REPLICA_SET}"
 """Where the embedded MongoDB listens by default."""
 
 EMBEDDED_REDIS_URL = "redis://127.0.0.1:6379/0"

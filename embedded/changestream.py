@@ -17,6 +17,7 @@ from typing import Any
 from mongoeco.api import AsyncMongoClient
 from mongoeco.core.expression_context import ExpressionExecutionContext
 from mongoeco.errors import OperationFailure
+from mongoeco.types import Timestamp
 from mongoeco.wire.capabilities import resolve_wire_command_capability
 from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
@@ -57,6 +58,11 @@ class ChangeStreamBridge:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def cluster_time(self) -> Timestamp:
+        """The cluster time now: that of the newest change event (its ``startAtOperationTime`` resumes after it)."""
+        with self._hub._condition:
+            return self._codec.timestamp(int(self._hub._next_token) - 1)
 
     def install(self, executor: WireCommandExecutor) -> None:
         """Route the executor's change-stream traffic through this bridge."""

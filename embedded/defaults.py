@@ -2,11 +2,16 @@
 
 import importlib.util
 
+from core.defaults import EMBEDDED_REPLICA_SET
+
 HISTORY_SIZE = 50_000
 """Change events the embedded MongoDB keeps for resuming; an older token gets ChangeStreamHistoryLost."""
 
 MONGO_PORT = 27017
 """Port of the embedded MongoDB when none is given."""
+
+REPLICA_SET = EMBEDDED_REPLICA_SET
+"""The one-node replica set the embedded MongoDB is the primary of (``replicaSet=`` in its URL)."""
 
 REDIS_PORT = 6379
 """Port of the embedded Redis when none is given."""

@@ -2,8 +2,12 @@
 
 In memory, one process, one asyncio loop. It adds to mongoeco's proxy the
 change streams (``embedded.changestream``), document-level transaction
-conflicts and constant-time inserts (``embedded.engine``), and a failed commit
-that ends its transaction instead of pinning the session to an old snapshot.
+conflicts and constant-time inserts (``embedded.engine``), a failed commit
+that ends its transaction instead of pinning the session to an old snapshot,
+the replies of a one-node replica set's primary (``embedded.replset``),
+retryable writes and transactions that a failed statement aborts
+(``embedded.retryable``), and, for tests only, the ``failCommand`` fail point
+(``embedded.failpoints``).
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from mongoeco.wire.sessions import WireSessionStore
 
 from embedded import cursors, replies
 from embedded.changestream import ChangeStreamBridge
-from embedded.defaults import HISTORY_SIZE
+from embedded.defaults import HISTORY_SIZE, REPLICA_SET
 from embedded.engine import EmbeddedEngine
+from embedded.failpoints import FailPoints
 from embedded.hub import EmbeddedHub
+from embedded.replset import ReplicaSetPrimary
+from embedded.retryable import Statements
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +71,30 @@ class EmbeddedMongo:
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, history_size: int = HISTORY_SIZE,
-        users: tuple[WireAuthUser, ...] = (),
+        users: tuple[WireAuthUser, ...] = (), replica_set: str = REPLICA_SET, test_commands: bool = False,
     ) -> None:
         self.client = AsyncMongoClient(engine=EmbeddedEngine())
         # Swapped in before anything uses the client (its constructor takes no hub).
         self.client._change_hub = EmbeddedHub(max_retained_events=history_size)
         self.proxy = AsyncMongoEcoProxyServer(client=self.client, host=host, port=port, auth_users=users)
+        executor = self.proxy._executor
         self.streams = ChangeStreamBridge(self.client)
-        self.streams.install(self.proxy._executor)
-        replies.install(self.proxy._executor)
-        cursors.install(self.proxy._executor)  # last: ids are ints for every wrapper inside it
-        _count_commands(self.proxy._executor)
+        self.streams.install(executor)
+        replies.install(executor)
+        Statements().install(executor)
+        FailPoints(enabled=test_commands).install(executor, self.proxy)  # refuses configureFailPoint if not
+        cursors.install(executor)  # ids are ints for every wrapper inside it
+        self.primary = ReplicaSetPrimary(replica_set, host, self.streams.cluster_time)
+        self.primary.install(executor)  # every reply, the fail points' errors included, is stamped
+        _count_commands(executor)
         _end_transaction_on_failed_commit(self.proxy._session_store)
 
     async def start(self) -> str:
         """Start listening; returns the URI clients use."""
         await self.client._engine.connect()
         address = await self.proxy.start()
+        host = "127.0.0.1" if address.host in ("0.0.0.0", "::", "") else address.host
+        self.primary.host = f"{host}:{address.port}"  # the member's name, which drivers connect to
         return address.uri
 
     async def close(self) -> None:
@@ -91,18 +105,21 @@ class EmbeddedMongo:
 
 
 async def serve(
-    host: str, port: int, history_size: int = HISTORY_SIZE, user: str | None = None, password: str | None = None
+    host: str, port: int, history_size: int = HISTORY_SIZE, user: str | None = None, password: str | None = None,
+    test_commands: bool = False,
 ) -> None:
-    """Run the embedded server until SIGTERM or SIGINT; with ``user``, clients must authenticate."""
+    """Run the embedded server until SIGTERM or SIGINT; with ``user``, clients must authenticate; with
+    ``test_commands``, ``configureFailPoint`` works (tests only)."""
     users = (WireAuthUser(user, password, roles=({"role": "root", "db": "admin"},)),) if user else ()
-    server = EmbeddedMongo(host, port, history_size, users)
+    server = EmbeddedMongo(host, port, history_size, users, test_commands=test_commands)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     uri = await server.start()
-    log.info("embedded MongoDB (in-memory, data is lost on exit%s) listening on %s",
-             f", user {user!r} must authenticate" if user else "", uri)
+    log.info("embedded MongoDB (in-memory, data is lost on exit%s%s), primary of replica set %r, listening on %s",
+             f", user {user!r} must authenticate" if user else "",
+             ", TEST COMMANDS ON: fail points can be set" if test_commands else "", REPLICA_SET, uri)
     try:
         await stop.wait()
     finally:

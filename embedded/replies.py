@@ -25,20 +25,43 @@ INDEX_VERSION = 2
 """The index format version MongoDB 3.4 and later report for every index."""
 
 CODE_NAMES: dict[int, str] = {
+    2: "BadValue",
+    6: "HostUnreachable",
+    7: "HostNotFound",
     26: "NamespaceNotFound",
     43: "CursorNotFound",
     48: "NamespaceExists",
     50: "MaxTimeMSExpired",
+    59: "CommandNotFound",
+    64: "WriteConcernFailed",
+    89: "NetworkTimeout",
+    91: "ShutdownInProgress",
     112: "WriteConflict",
     121: "DocumentValidationFailure",
+    136: "CappedPositionLost",
+    189: "PrimarySteppedDown",
+    234: "RetryChangeStream",
+    237: "CursorKilled",
     251: "NoSuchTransaction",
+    262: "ExceededTimeLimit",
+    280: "ChangeStreamFatalError",
     286: "ChangeStreamHistoryLost",
+    9001: "SocketException",
+    10107: "NotWritablePrimary",
     11000: "DuplicateKey",
+    11600: "InterruptedAtShutdown",
+    11602: "InterruptedDueToReplStateChange",
+    13435: "NotPrimaryNoSecondaryOk",
+    13436: "NotPrimaryOrSecondary",
 }
 """The name MongoDB gives each code this server answers with: the one place a reply's codeName comes from."""
 
 TRANSIENT = frozenset({112})
 """Codes MongoDB labels TransientTransactionError (a driver's withTransaction runs the callback again)."""
+
+RETRYABLE = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+"""Codes MongoDB labels RetryableWriteError in a retryable write or a commit (an election, a shutdown, the
+network): a driver sends the write again, once."""
 
 
 def namespace_not_found(namespace: str) -> OperationFailure:

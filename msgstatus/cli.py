@@ -83,7 +83,11 @@ def main() -> None:
     "--user", default=None,
     help="Require this user to authenticate; the password comes from EMBEDDED_MONGO_PASSWORD.",
 )
-def mongo(host: str, port: int, history: int, user: str | None) -> None:
+@click.option(
+    "--enable-test-commands", "test_commands", is_flag=True,
+    help="Take configureFailPoint (failCommand), as mongod with enableTestCommands: for tests only.",
+)
+def mongo(host: str, port: int, history: int, user: str | None, test_commands: bool) -> None:
     """Run the embedded, in-memory MongoDB-compatible server."""
     import os
 
@@ -97,7 +101,7 @@ def mongo(host: str, port: int, history: int, user: str | None) -> None:
     password = os.environ.get("EMBEDDED_MONGO_PASSWORD")
     if user and not password:
         raise click.UsageError("--user needs EMBEDDED_MONGO_PASSWORD in the environment")
-    asyncio.run(serve(host, port, history, user, password))
+    asyncio.run(serve(host, port, history, user, password, test_commands))
 
 
 @main.command()

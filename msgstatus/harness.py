@@ -18,7 +18,7 @@ from pathlib import Path
 import pymongo
 import redis
 
-from core.defaults import EMBEDDED_APP_SECRET
+from core.defaults import EMBEDDED_APP_SECRET, EMBEDDED_REPLICA_SET
 from embedded.processes import free_port, kill_tree, msgstatus_argv
 from msgstatus.receiver import SocketReceiver
 from watcher.lock import LeaderLock
@@ -59,7 +59,7 @@ class RunningService:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
-        self.mongo_url = f"mongodb://127.0.0.1:{self.mongo_port}/msgstatus?directConnection=true"
+        self.mongo_url = f"mongodb://127.0.0.1:{self.mongo_port}/msgstatus?replicaSet={EMBEDDED_REPLICA_SET}"
         self.client: pymongo.MongoClient[dict] = pymongo.MongoClient(self.mongo_url)
         self.db = self.client.msgstatus
         self.redis = redis.Redis(port=self.redis_port)

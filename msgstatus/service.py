@@ -7,7 +7,7 @@ import os
 import socket
 
 from core.settings import ConfigError, Settings
-from embedded.defaults import mongo_missing
+from embedded.defaults import REPLICA_SET, mongo_missing
 from embedded.processes import msgstatus_argv
 from embedded.redisserver import RedisServerNotFound, redis_server_binary
 from msgstatus.supervisor import Child, Supervisor
@@ -45,7 +45,7 @@ def run_all(
             raise ConfigError(f"REDIS_URL is not set, and {error}; or set REDIS_URL") from None
     if settings.embedded_mongo:
         children.append(_embedded("mongo", "MongoDB", mongo_port, "MONGO_DB_URL", env))
-        env["MONGO_DB_URL"] = f"mongodb://127.0.0.1:{mongo_port}/{settings.database}?directConnection=true"
+        env["MONGO_DB_URL"] = f"mongodb://127.0.0.1:{mongo_port}/{settings.database}?replicaSet={REPLICA_SET}"
         env["APP_SECRET"] = settings.app_secret  # children see a configured URL; keep the embedded secret
     if settings.embedded_redis:
         children.append(_embedded("redis", "Redis", redis_port, "REDIS_URL", env))

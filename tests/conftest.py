@@ -63,7 +63,9 @@ def start_redis(port: int | None = None) -> Server:
 
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[Server]:
-    server = start_mongo()
+    """The embedded server of this test process, with fail points (tests set them only for their own client's
+    appName, or turn them off after)."""
+    server = start_mongo("--enable-test-commands")
     yield server
     server.stop()
 

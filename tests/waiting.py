@@ -16,3 +16,12 @@ def wait_until[T](check: Callable[[], T], timeout: float, what: str, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def holds_for(check: Callable[[], object], seconds: float, what: str, interval: float = 0.05) -> None:
+    """Fail naming ``what`` as soon as ``check()`` is falsy, within ``seconds`` (for what must stay true)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not check():
+            raise AssertionError(f"{what} stopped holding")
+        time.sleep(interval)

@@ -1,0 +1,125 @@
+"""The service against a replica set failing in its own ways, through MongoDB's failCommand fail point.
+
+The service's processes connect with their own ``appName``, and each fail point names it, so that only
+they meet the failure; every scenario ends with each message decided once and emitted at most twice
+(the documented duplicate: a commit whose outcome was lost), under one idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from core import metrics
+from tests import factories
+from tests.test_watcher import active_watcher, catch_up_done
+from tests.waiting import wait_until
+
+APP = "msgstatus-under-test"
+MESSAGES = 5
+
+
+@pytest.fixture
+def fail_point(client) -> Iterator[Any]:
+    """Set failCommand for the service's processes only; turned off after the test."""
+
+    def configure(mode: Any, **data: Any) -> int:
+        """Set it; how often it fired since it was last set."""
+        reply = client.admin.command({"configureFailPoint": "failCommand", "mode": mode,
+                                      "data": {**data, "appName": APP}})
+        return int(reply["count"])
+
+    yield configure
+    client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+
+def start(service) -> dict[str, str]:
+    """Watcher, worker and scheduler on a URL naming the service's appName; running and caught up."""
+    env = {"MONGO_DB_URL": f"{service.mongo_url}&appName={APP}"}
+    service.spawn("watch", **env)
+    service.spawn("work", "--simple", **env)
+    service.spawn("schedule", **env)
+    wait_until(lambda: active_watcher(service) and catch_up_done(service), 30, "the watcher, caught up")
+    return env
+
+
+def write(db, count: int = MESSAGES) -> list:
+    mids = [factories.message(db) for _ in range(count)]
+    for mid in mids:
+        factories.communication(db, mid)
+    return mids
+
+
+def all_decided_once(service, db, receiver, mids: list, within: float) -> None:
+    """Every message delivered, counted as decided once each, and emitted once or twice under one key."""
+    wait_until(lambda: db.support_messages.count_documents({"_id": {"$in": mids}, "delivered": True}) == len(mids),
+               within, f"{len(mids)} decisions")
+    r = redis.Redis.from_url(service.redis_url)
+    try:
+        wait_until(lambda: metrics.value(r, metrics.DECIDED, delivered="true") >= len(mids), 10, "the counts")
+        assert metrics.value(r, metrics.DECIDED, delivered="true") == len(mids), "a message was decided twice"
+    finally:
+        r.close()
+    for mid in mids:
+        emits = receiver.emits_for(str(mid))
+        assert 1 <= len(emits) <= 2 and len({e.headers["idempotency-key"] for e in emits}) == 1, (mid, emits)
+
+
+@pytest.mark.parametrize("failure", [
+    pytest.param({"errorCode": 11602}, id="election-InterruptedDueToReplStateChange"),
+    pytest.param({"errorCode": 10107}, id="election-NotWritablePrimary"),
+    pytest.param({"closeConnection": True}, id="connection-closed-unknown-commit-result"),
+    pytest.param({"blockConnection": True, "blockTimeMS": 3000}, id="primary-blocked-3s"),
+])
+def test_a_commit_that_meets_an_election_a_lost_reply_or_a_stalled_primary_decides_each_message_once(
+    service, db, receiver, fail_point, failure
+):
+    # Given the service running, and the next two commits of its transactions failing
+    start(service)
+    fail_point({"times": 2}, failCommands=["commitTransaction"], **failure)
+    # When messages and their logs arrive
+    mids = write(db)
+    # Then each is decided once (the driver retries a commit once; the job retries the rest)
+    all_decided_once(service, db, receiver, mids, 60)
+    assert fail_point("off") == 2
+
+
+def test_a_write_conflict_on_the_decision_is_retried_and_decides_the_message_once(service, db, receiver, fail_point):
+    # Given every findAndModify of the service answered with a write conflict until it is lifted
+    start(service)
+    fail_point("alwaysOn", failCommands=["findAndModify"], errorCode=112)
+    mids = write(db, 2)
+    wait_until(lambda: "WriteConflict" in service.log_text(), 30, "a conflict in the service's log")
+    # When the conflicts stop
+    assert fail_point("off") >= 1
+    # Then the retries decide every message once
+    all_decided_once(service, db, receiver, mids, 60)
+
+
+@pytest.mark.parametrize("failure", [
+    pytest.param({"closeConnection": True}, id="connection-closed"),
+    pytest.param({"errorCode": 91, "errorLabels": ["ResumableChangeStreamError"]}, id="resumable-error-label"),
+    pytest.param({"errorCode": 43}, id="cursor-killed"),
+    pytest.param({"errorCode": 91}, id="non-resumable-no-label"),
+])
+def test_a_change_stream_that_fails_on_getmore_loses_no_event_and_enqueues_none_twice(
+    service, db, receiver, fail_point, failure
+):
+    # Given the watcher streaming, and its next getMore failing
+    start(service)
+    r = redis.Redis.from_url(service.redis_url)
+    try:
+        before = {s: metrics.value(r, metrics.CHANGE_EVENTS, stream=s) for s in ("messages", "communications")}
+        fail_point({"times": 1}, failCommands=["getMore"], **failure)
+        # When messages and their logs arrive
+        mids = write(db)
+        # Then every one is decided once, and each insert reached the watcher once
+        all_decided_once(service, db, receiver, mids, 60)
+        assert fail_point("off") == 1
+        seen = {s: metrics.value(r, metrics.CHANGE_EVENTS, stream=s) - before[s] for s in before}
+        assert seen == {"messages": MESSAGES, "communications": MESSAGES}, seen
+    finally:
+        r.close()
