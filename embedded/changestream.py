@@ -31,6 +31,9 @@ CURSOR_ID_BASE = 1 << 40
 DEFAULT_AWAIT_MS = 1000
 """How long a getMore waits for an event when the client sets no maxTimeMS."""
 
+INVALID_RESUME_TOKEN = 260
+"""MongoDB's code for a token a stream cannot resume after (an invalidate's, with resumeAfter)."""
+
 IDLE_CURSOR_TIMEOUT = 600.0
 """Seconds after which a cursor nobody asks for is closed (MongoDB's default)."""
 
@@ -166,6 +169,9 @@ class ChangeStreamBridge:
             key = "resumeAfter" if "resumeAfter" in spec else "startAfter"
             event = self._codec.event(spec[key])
             self._ensure_resumable(event)
+            if key == "resumeAfter" and self._operation_type(event) == "invalidate":
+                raise OperationFailure("Attempting to resume a change stream using 'resumeAfter' is not allowed "
+                                       "from an invalidate notification: use startAfter", code=INVALID_RESUME_TOKEN)
             return {"resume_after" if key == "resumeAfter" else "start_after": {"_data": str(event)}}
         if "startAtOperationTime" in spec:
             first = self._codec.event_at(spec["startAtOperationTime"])
@@ -182,6 +188,11 @@ class ChangeStreamBridge:
             self._hub.offset_after_token(event)
         except OperationFailure as error:
             raise history_lost(str(error)) from error
+
+    def _operation_type(self, event: int) -> str | None:
+        """The kind of event number ``event`` (None if it is not kept)."""
+        with self._hub._condition:
+            return next((e.operation_type for e in self._hub._events if int(e.token) == event), None)
 
     async def _get_more(self, db_name: str, command: dict[str, Any]) -> dict[str, Any]:
         cursor_id = as_int(command["getMore"]) or 0
@@ -210,6 +221,8 @@ class ChangeStreamBridge:
                 batch.append(self._to_wire(event))
                 cursor._max_await_time_ms = 0
         except OperationFailure as error:
+            if not cursor.alive:  # an invalidate that the stream's $match filtered out closed it
+                return batch
             if "no longer available" in str(error):
                 raise history_lost("the server's change history moved past this cursor") from error
             raise

@@ -7,7 +7,13 @@ that no commit sequence accounts for; every later commit then looks like a
 duplicate until the sequences catch up, and those inserts never reach a change
 stream. Found here: after ``drop_database`` the next insert was never seen.
 This hub keeps its own event numbers and tracks delivered commit sequences
-separately, so the duplicate check compares sequences with sequences.
+separately, so the duplicate check compares sequences with sequences. Only a
+document change (insert, update, replace, delete) completes the delivery of a
+commit sequence: a direct publish, such as the invalidate of a dropped
+collection, that follows the alignment done when the engine registers the hub
+would otherwise mark the next commit delivered before it came (the first insert
+after dropping a collection that did not exist was lost). A collection's drop is
+published as MongoDB reports it: a ``drop`` event, then ``invalidate``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,15 @@ import dataclasses
 from typing import Any
 
 from mongoeco.change_streams import ChangeStreamHub, ChangeStreamHubState
+
+DOCUMENT_CHANGES = frozenset({"insert", "update", "replace", "delete"})
+"""The events a commit delivers; every other event is published directly."""
+
+
+def _dropped_collection(payload: dict[str, Any]) -> bool:
+    """An invalidate that mongoeco publishes for a collection's drop (its key is the namespace)."""
+    key = payload.get("document_key") or {}
+    return key.get("_id") == f"{payload.get('db_name')}.{payload.get('coll_name')}"
 
 
 class EmbeddedHub(ChangeStreamHub):
@@ -37,8 +52,10 @@ class EmbeddedHub(ChangeStreamHub):
         self._delivering = next_sequence
 
     def publish(self, **payload: Any) -> None:
+        if payload.get("operation_type") == "invalidate" and _dropped_collection(payload):
+            super().publish(**{**payload, "operation_type": "drop", "document_key": {}})
         super().publish(**payload)
-        if self._delivering is not None:
+        if self._delivering is not None and payload.get("operation_type") in DOCUMENT_CHANGES:
             self._committed = max(self._committed, self._delivering)
             self._delivering = None
 

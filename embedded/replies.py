@@ -43,6 +43,7 @@ CODE_NAMES: dict[int, str] = {
     234: "RetryChangeStream",
     237: "CursorKilled",
     251: "NoSuchTransaction",
+    260: "InvalidResumeToken",
     262: "ExceededTimeLimit",
     280: "ChangeStreamFatalError",
     286: "ChangeStreamHistoryLost",

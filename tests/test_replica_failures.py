@@ -53,14 +53,16 @@ def write(db, count: int = MESSAGES) -> list:
     return mids
 
 
-def all_decided_once(service, db, receiver, mids: list, within: float) -> None:
-    """Every message delivered, counted as decided once each, and emitted once or twice under one key."""
+def all_decided_once(service, db, receiver, mids: list, within: float, before: int = 0) -> None:
+    """Every message delivered, counted as decided once each (``before``: decisions counted earlier), and
+    emitted once or twice under one key."""
     wait_until(lambda: db.support_messages.count_documents({"_id": {"$in": mids}, "delivered": True}) == len(mids),
                within, f"{len(mids)} decisions")
     r = redis.Redis.from_url(service.redis_url)
     try:
-        wait_until(lambda: metrics.value(r, metrics.DECIDED, delivered="true") >= len(mids), 10, "the counts")
-        assert metrics.value(r, metrics.DECIDED, delivered="true") == len(mids), "a message was decided twice"
+        decided = len(mids) + before
+        wait_until(lambda: metrics.value(r, metrics.DECIDED, delivered="true") >= decided, 10, "the counts")
+        assert metrics.value(r, metrics.DECIDED, delivered="true") == decided, "a message was decided twice"
     finally:
         r.close()
     for mid in mids:
@@ -121,5 +123,25 @@ def test_a_change_stream_that_fails_on_getmore_loses_no_event_and_enqueues_none_
         assert fail_point("off") == 1
         seen = {s: metrics.value(r, metrics.CHANGE_EVENTS, stream=s) - before[s] for s in before}
         assert seen == {"messages": MESSAGES, "communications": MESSAGES}, seen
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("collection", ["support_messages", "communications"])
+def test_a_watched_collection_dropped_and_recreated_loses_no_message(service, db, receiver, collection):
+    # Given the service running, and a message decided
+    start(service)
+    all_decided_once(service, db, receiver, write(db, 1), 30)
+    stream = "messages" if collection == "support_messages" else "communications"
+    r = redis.Redis.from_url(service.redis_url)
+    try:
+        before = metrics.value(r, metrics.CHANGE_EVENTS, stream=stream)
+        # When a watched collection is dropped, then written to again (recreated, its indexes gone)
+        db[collection].drop()
+        mids = write(db)
+        # Then every new message is decided once, and the watcher saw every insert into it (not only a sweep)
+        all_decided_once(service, db, receiver, mids, 60, before=1)
+        wait_until(lambda: metrics.value(r, metrics.CHANGE_EVENTS, stream=stream) - before == MESSAGES, 10,
+                   "the inserts into the recreated collection as events")
     finally:
         r.close()

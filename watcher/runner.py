@@ -204,10 +204,11 @@ class Watcher:
 
     def _follow(self, spec: StreamSpec, term: int) -> None:
         backoff = Backoff()
+        after: Any = None
         while self._running(term):
             try:
                 try:
-                    self._tail(spec, backoff, term)
+                    after = self._tail(spec, backoff, term, after)
                 except OperationFailure as error:
                     if is_history_lost(error):
                         self._recover_history_lost(spec, error)
@@ -222,17 +223,22 @@ class Watcher:
                 self._wait_to_reconnect(spec, error, backoff, term)
         log.info("stream %s closed (term %d)", spec.name, term)
 
-    def _tail(self, spec: StreamSpec, backoff: Backoff, term: int) -> None:
+    def _tail(self, spec: StreamSpec, backoff: Backoff, term: int, after: Any = None) -> Any:
+        """Follow the stream from the stored token (or ``after``, an invalidate's); the invalidate's token
+        if the stream ended (its collection was dropped or renamed), else None once the term ends."""
         token = self.tokens.load(spec.name)
-        if token is None:
+        if token is None and after is None:
             self._catch_up(spec, "no stored resume token")
         options: dict[str, Any] = {"max_await_time_ms": AWAIT_MS}
         if spec.full_document:
             options["full_document"] = spec.full_document
-        if token is not None:
+        if after is not None:
+            options["start_after"] = after  # resuming after an invalidate is refused: starting after it is not
+        elif token is not None:
             options["resume_after"] = token
         with self.db[spec.collection].watch(spec.pipeline, **options) as stream:
-            log.info("stream %s open (%s)", spec.name, "resumed" if token else "from now")
+            log.info("stream %s open (%s)", spec.name,
+                     "after its collection was dropped" if after else "resumed" if token else "from now")
             self.sweep_only = False
             saved, saved_at = token, time.monotonic()
             while self._running(term):
@@ -243,7 +249,11 @@ class Watcher:
                     # What the last getMore brought is already here: taken together, enqueued in batches.
                     while len(changes) < BATCH_SIZE and _buffered(stream) and (more := stream.try_next()):
                         changes.append(more)
-                    self._handle(spec, changes)
+                    self._handle(spec, [c for c in changes if c.get("operationType") != "invalidate"])
+                if not stream.alive:  # invalidated: the collection was dropped or renamed; it may come back
+                    log.warning("stream %s: invalidated (its collection was dropped or renamed); starting "
+                                "again after the invalidate", spec.name)
+                    return stream.resume_token
                 token = stream.resume_token
                 stale = time.monotonic() - saved_at > TOKEN_REFRESH
                 if token is not None and (token != saved or stale):
