@@ -12,7 +12,7 @@ LOCK     := requirements.lock
 DEV_LOCK := requirements-dev.lock
 UV       := .tools/uv/bin/uv
 
-.PHONY: lock install install-node install-promtool demo test lint bench bench-embedded bench-healing chaos orphans serializer clean
+.PHONY: lock install install-node install-promtool demo test lint bench bench-embedded bench-healing chaos orphans conformance serializer clean
 
 install: $(STAMP)
 
@@ -82,6 +82,10 @@ bench-healing: install
 
 chaos: install
 	$(PY) -m bench.chaos
+
+# MongoDB's unified spec tests (pymongo's runner) against the embedded server (bench/conformance-results.md).
+conformance: install
+	$(PY) -m bench.conformance
 
 # A sweep's duration and a new message's latency with 10,000 messages whose log never came (bench/orphans-results.md).
 orphans: install

@@ -1,5 +1,5 @@
-"""MongoDB's ``failCommand`` fail point, for tests: ``configureFailPoint`` as mongod takes it with
-``--setParameter enableTestCommands=1``, and only when the server was started with ``--enable-test-commands``.
+"""MongoDB's fail points, for tests: ``configureFailPoint`` as mongod takes it with ``--setParameter
+enableTestCommands=1``, and only when the server was started with ``--enable-test-commands``.
 
 ``{configureFailPoint: "failCommand", mode: "alwaysOn" | "off" | {times: n} | {skip: n}, data: {failCommands:
 [names], errorCode, errorLabels, closeConnection, blockConnection, blockTimeMS, writeConcernError, appName}}``:
@@ -11,6 +11,7 @@ or run and carry the write concern error.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 from mongoeco.core.expression_context import ExpressionExecutionContext
@@ -19,9 +20,17 @@ from mongoeco.wire.capabilities import resolve_wire_command_capability
 from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
 
+from embedded.changestream import CURSOR_ID_BASE
 from embedded.replies import RETRYABLE, TRANSIENT
 
 COMMAND = "configureFailPoint"
+
+FAIL_COMMAND, GET_MORE, WRITE = "failCommand", "failGetMoreAfterCursorCheckout", "onPrimaryTransactionalWrite"
+NAMES = (FAIL_COMMAND, GET_MORE, WRITE)
+
+RESUMABLE_CHANGE_STREAM = frozenset({6, 7, 43, 63, 89, 91, 133, 150, 189, 234, 262, 9001, 10107, 11600, 11602,
+                                     13388, 13435, 13436})
+"""Codes MongoDB labels ResumableChangeStreamError on a change stream's getMore: the driver resumes."""
 
 BAD_VALUE = 2
 """MongoDB's code for an argument it cannot take."""
@@ -34,58 +43,86 @@ class DropConnection(BaseException):
     """Raised to close the client's connection without a reply (never an error document)."""
 
 
+@dataclass
+class Point:
+    """One fail point's mode and data, and how often it fired since it was last set."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    times: int | None = None  # None: always on
+    skip: int = 0
+    on: bool = False
+    fired: int = 0
+
+    def fires(self) -> bool:
+        """Whether it fires now (counting it)."""
+        if not self.on:
+            return False
+        if self.skip:
+            self.skip -= 1
+            return False
+        if self.times is not None:
+            self.times -= 1
+            self.on = self.times > 0
+        self.fired += 1
+        return True
+
+
 class FailPoints:
-    """The server's one ``failCommand`` fail point."""
+    """The server's fail points: ``failCommand``, ``failGetMoreAfterCursorCheckout`` (a change stream's getMore
+    fails with ``errorCode``) and ``onPrimaryTransactionalWrite`` (a retryable write is applied, then its
+    connection closed before the reply, or it fails first with ``failBeforeCommitExceptionCode``)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.data: dict[str, Any] = {}
-        self.times: int | None = None  # None: always on
-        self.skip = 0
-        self.on = False
-        self.fired = 0
+        self.points = {name: Point() for name in NAMES}
 
     def configure(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``configureFailPoint``: set the mode and data of ``failCommand``."""
+        """``configureFailPoint``: set a fail point's mode and data."""
         if not self.enabled:
             raise OperationFailure(f"no such command: '{COMMAND}' (test commands are off: start the server with "
                                    "`msgstatus mongo --enable-test-commands`, for tests only)", code=COMMAND_NOT_FOUND)
-        if body.get(COMMAND) != "failCommand":
-            raise OperationFailure(f"unknown fail point: {body.get(COMMAND)!r} (only failCommand)", code=BAD_VALUE)
-        mode, data = body.get("mode"), body.get("data") or {}
+        name, mode, data = body.get(COMMAND), body.get("mode"), body.get("data") or {}
+        if name not in self.points:
+            raise OperationFailure(f"unknown fail point: {name!r} (this server has {', '.join(NAMES)})",
+                                   code=BAD_VALUE)
         if not isinstance(data, dict) or not isinstance(data.get("failCommands", []), list):
-            raise OperationFailure("failCommand data must name failCommands, a list", code=BAD_VALUE)
-        fired, self.fired = self.fired, 0
-        self.data, self.times, self.skip, self.on = dict(data), None, 0, True
-        if mode == "off":
-            self.on = False
-        elif isinstance(mode, dict) and "times" in mode:
-            self.times = _int(mode["times"])
+            raise OperationFailure("fail point data must be a document, its failCommands a list", code=BAD_VALUE)
+        point = self.points[name]
+        fired = point.fired
+        self.points[name] = point = Point(dict(data), on=mode != "off")
+        if isinstance(mode, dict) and "times" in mode:
+            point.times = _int(mode["times"])
+            point.on = point.times > 0
         elif isinstance(mode, dict) and "skip" in mode:
-            self.skip = _int(mode["skip"])
-        elif mode != "alwaysOn":
+            point.skip = _int(mode["skip"])
+        elif mode not in ("alwaysOn", "off"):
             raise OperationFailure(f"fail point mode {mode!r}: use alwaysOn, off, {{times: n}} or {{skip: n}}",
                                    code=BAD_VALUE)
         return {"ok": 1.0, "count": fired}  # how often the fail point fired since it was last set
 
     def fires(self, context: WireRequestContext) -> dict[str, Any] | None:
-        """The fail point's data if it fires for this command now (counting it), else None."""
-        if not self.on or context.command_name not in self.data.get("failCommands", []):
-            return None
-        app = self.data.get("appName")
-        if app is not None and _app_name(context) != app:
-            return None
-        if self.skip:
-            self.skip -= 1
-            return None
-        if self.times is not None:
-            if self.times <= 0:
-                self.on = False
-                return None
-            self.times -= 1
-            self.on = self.times > 0
-        self.fired += 1
-        return self.data
+        """The data of the fail point that fires for this command now (counting it), else None."""
+        point = self.points[FAIL_COMMAND]
+        if point.on and context.command_name in point.data.get("failCommands", []):
+            app = point.data.get("appName")
+            if (app is None or _app_name(context) == app) and point.fires():
+                return point.data
+        point = self.points[GET_MORE]
+        if context.command_name == "getMore" and _change_stream(context) and point.fires():
+            return {**point.data, "closeConnection": bool(point.data.get("closeConnection"))}
+        return None
+
+    def after_retryable_write(self, context: WireRequestContext, applied: bool) -> None:
+        """Called by ``embedded.retryable`` before (``applied`` False) and after a retryable write is applied."""
+        point = self.points[WRITE]
+        code = point.data.get("failBeforeCommitExceptionCode")
+        if not point.on or applied == (code is not None) or not point.fires():
+            return
+        if code is not None:
+            raise OperationFailure("failed by the onPrimaryTransactionalWrite fail point", code=_int(code),
+                                   error_labels=tuple(_labels(context, _int(code))))
+        if point.data.get("closeConnection", True):
+            raise DropConnection
 
     def install(self, executor: WireCommandExecutor, proxy: Any) -> None:
         """Take ``configureFailPoint`` and fail matching commands through ``executor``."""
@@ -145,11 +182,19 @@ def _labels(context: WireRequestContext, code: int) -> list[str]:
     ending = context.command_name in ("commitTransaction", "abortTransaction")
     retryable_write = "txnNumber" in body and (ending or not in_transaction)
     labels = []
+    if context.command_name == "getMore" and _change_stream(context) and code in RESUMABLE_CHANGE_STREAM:
+        labels.append("ResumableChangeStreamError")
     if code in RETRYABLE and retryable_write:
         labels.append("RetryableWriteError")
     if in_transaction and not ending and (code in RETRYABLE or code in TRANSIENT):
         labels.append("TransientTransactionError")
     return labels
+
+
+def _change_stream(context: WireRequestContext) -> bool:
+    """A getMore on one of the change stream bridge's cursors."""
+    cursor = context.command_document.get("getMore")
+    return isinstance(cursor, int) and cursor >= CURSOR_ID_BASE
 
 
 def _int(value: Any) -> int:

@@ -22,7 +22,7 @@ from mongoeco.wire import AsyncMongoEcoProxyServer
 from mongoeco.wire.auth import WireAuthUser
 from mongoeco.wire.sessions import WireSessionStore
 
-from embedded import cursors, replies
+from embedded import admin, cursors, replies
 from embedded.changestream import ChangeStreamBridge
 from embedded.defaults import HISTORY_SIZE, REPLICA_SET
 from embedded.engine import EmbeddedEngine
@@ -81,8 +81,10 @@ class EmbeddedMongo:
         self.streams = ChangeStreamBridge(self.client)
         self.streams.install(executor)
         replies.install(executor)
-        Statements().install(executor)
-        FailPoints(enabled=test_commands).install(executor, self.proxy)  # refuses configureFailPoint if not
+        fail_points = FailPoints(enabled=test_commands)  # refuses configureFailPoint if not
+        Statements(fail_points.after_retryable_write).install(executor)
+        fail_points.install(executor, self.proxy)
+        admin.install(executor, self.proxy._session_store, test_commands)
         cursors.install(executor)  # ids are ints for every wrapper inside it
         self.primary = ReplicaSetPrimary(replica_set, host, self.streams.cluster_time)
         self.primary.install(executor)  # every reply, the fail points' errors included, is stamped

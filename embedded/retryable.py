@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from mongoeco.errors import OperationFailure
@@ -44,7 +45,10 @@ def _key(body: dict[str, Any]) -> Key | None:
 class Statements:
     """The replies of retryable writes, and the transactions a failed statement aborted."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_write: Callable[[WireRequestContext, bool], None] | None = None) -> None:
+        """``on_write(context, applied)`` is called before and after each retryable write is applied (fail
+        points hook in there)."""
+        self._on_write = on_write or (lambda context, applied: None)
         self._done: OrderedDict[Key, dict[str, Any]] = OrderedDict()
         self._running: dict[Key, asyncio.Event] = {}
         self._aborted: OrderedDict[Key, None] = OrderedDict()
@@ -72,11 +76,13 @@ class Statements:
             return copy.deepcopy(self._done[key])
         self._running[key] = asyncio.Event()
         try:
+            self._on_write(context, False)
             reply = await execute(context)
             if isinstance(reply, dict) and reply.get("ok") == 1:
                 self._done[key] = copy.deepcopy(reply)
                 while len(self._done) > LIMIT:
                     self._done.popitem(last=False)
+                self._on_write(context, True)
             return reply
         finally:
             self._running.pop(key).set()
