@@ -31,6 +31,16 @@ CURSOR_ID_BASE = 1 << 40
 DEFAULT_AWAIT_MS = 1000
 """How long a getMore waits for an event when the client sets no maxTimeMS."""
 
+STAGES = frozenset({"$match", "$project", "$addFields", "$set", "$unset", "$replaceRoot", "$replaceWith",
+                    "$redact"})
+"""The stages MongoDB allows after ``$changeStream``."""
+
+UNRECOGNIZED_STAGE = 40324
+"""MongoDB's code for a pipeline stage it does not know."""
+
+CHANGE_STREAM_FATAL = 280
+"""MongoDB's code for an event whose resume token a stage removed."""
+
 INVALID_RESUME_TOKEN = 260
 """MongoDB's code for a token a stream cannot resume after (an invalidate's, with resumeAfter)."""
 
@@ -150,6 +160,10 @@ class ChangeStreamBridge:
             target = self._client[db_name][command["aggregate"]]
         elif not spec.get("allChangesForCluster"):
             target = self._client[db_name]
+        for stage in pipeline[1:]:
+            if isinstance(stage, dict) and any(name not in STAGES for name in stage):
+                raise OperationFailure(f"Unrecognized pipeline stage name: {next(iter(stage))!r} (a change stream "
+                                       f"takes {', '.join(sorted(STAGES))})", code=UNRECOGNIZED_STAGE)
         cursor = await target.watch(
             pipeline[1:] or None,
             full_document=spec.get("fullDocument", "default"),
@@ -243,6 +257,9 @@ class ChangeStreamBridge:
     # -- documents -------------------------------------------------------------
 
     def _to_wire(self, event: dict[str, Any]) -> dict[str, Any]:
+        if "_id" not in event:  # a stage removed the resume token: MongoDB ends the stream
+            raise OperationFailure("Encountered an event whose _id field, which contains the resume token, was "
+                                   "modified by the pipeline", code=CHANGE_STREAM_FATAL)
         token = event.get("_id")
         if isinstance(token, dict) and "_data" in token:
             from mongoeco._change_streams.cursor import parse_resume_token

@@ -54,6 +54,7 @@ CODE_NAMES: dict[int, str] = {
     11602: "InterruptedDueToReplStateChange",
     13435: "NotPrimaryNoSecondaryOk",
     13436: "NotPrimaryOrSecondary",
+    40324: "Location40324",
 }
 """The name MongoDB gives each code this server answers with: the one place a reply's codeName comes from."""
 
