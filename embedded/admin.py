@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mongoeco.core.expression_context import ExpressionExecutionContext
-from mongoeco.wire.capabilities import resolve_wire_command_capability
 from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
 from mongoeco.wire.sessions import WireSessionStore
+
+from embedded.contexts import own_context
 
 LOCAL = frozenset({"buildinfo", "getParameter", "killAllSessions"})
 
@@ -32,12 +32,7 @@ def install(executor: WireCommandExecutor, sessions: WireSessionStore, test_comm
             return build(body, **kwargs)
         if name == "buildinfo":
             return build({"buildInfo": 1, **{k: v for k, v in body.items() if k != name}}, **kwargs)
-        return WireRequestContext(
-            db_name=body.get("$db", "admin"), command_name=name,
-            command_document={k: v for k, v in body.items() if not k.startswith("$") and k != "lsid"},
-            raw_body=body, capability=resolve_wire_command_capability(name), connection=kwargs["connection"],
-            execution_context=ExpressionExecutionContext(now=executor._client._resolve_now()),
-        )
+        return own_context(body, kwargs["connection"], executor._client)
 
     async def execute_prepared(context: WireRequestContext) -> dict[str, Any]:
         if context.command_name == "getParameter":

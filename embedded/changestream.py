@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mongoeco.api import AsyncMongoClient
-from mongoeco.core.expression_context import ExpressionExecutionContext
 from mongoeco.errors import OperationFailure
 from mongoeco.types import Timestamp
-from mongoeco.wire.capabilities import resolve_wire_command_capability
 from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
 
+from embedded.contexts import own_context
 from embedded.cursors import as_int, cursor_not_found
 from embedded.tokens import TokenCodec, history_lost
 
@@ -138,16 +137,7 @@ class ChangeStreamBridge:
         )
         if not ours:
             return None
-        command = {k: v for k, v in body.items() if not k.startswith("$") and k != "lsid"}
-        return WireRequestContext(
-            db_name=body.get("$db", "admin"),
-            command_name=name,
-            command_document=command,
-            raw_body=body,
-            capability=resolve_wire_command_capability(name),
-            connection=connection,
-            execution_context=ExpressionExecutionContext(now=self._client._resolve_now()),
-        )
+        return own_context(body, connection, self._client)
 
     # -- commands -----------------------------------------------------------
 

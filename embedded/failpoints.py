@@ -14,13 +14,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from mongoeco.core.expression_context import ExpressionExecutionContext
 from mongoeco.errors import OperationFailure
-from mongoeco.wire.capabilities import resolve_wire_command_capability
 from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
 
 from embedded.changestream import CURSOR_ID_BASE
+from embedded.contexts import own_context
 from embedded.replies import RETRYABLE, TRANSIENT
 
 COMMAND = "configureFailPoint"
@@ -131,13 +130,7 @@ class FailPoints:
         def build_context(body: dict[str, Any], **kwargs: Any) -> WireRequestContext:
             if next(iter(body), "") != COMMAND:
                 return build(body, **kwargs)
-            return WireRequestContext(
-                db_name=body.get("$db", "admin"), command_name=COMMAND,
-                command_document={k: v for k, v in body.items() if not k.startswith("$") and k != "lsid"},
-                raw_body=body, capability=resolve_wire_command_capability(COMMAND),
-                connection=kwargs["connection"],
-                execution_context=ExpressionExecutionContext(now=executor._client._resolve_now()),
-            )
+            return own_context(body, kwargs["connection"], executor._client)
 
         async def execute_prepared(context: WireRequestContext) -> dict[str, Any]:
             if context.command_name == COMMAND:
