@@ -43,8 +43,17 @@ UNSUPPORTED = {
     "renameCollection only supports namespaces in the current database": "renaming a collection into another "
                                                                          "database: mongoeco renames within one",
     "'updateDescription' not found": "`updateDescription` in update events: mongoeco's events carry none",
+    "no replica set members match selector \"secondary": "reading from a secondary: a one-node replica set has "
+                                                           "none (the driver finds no server to send to)",
 }
 """Failure causes that are features the embedded server does not offer, with why: their tests count apart."""
+
+UNSUPPORTED_TESTS = {
+    "TestUnifiedChangeStreamsShowExpandedEvents": "expanded events (`showExpandedEvents`: `create`, `createIndexes`, "
+                                                  "`dropIndexes`, `modify`, `rename`): mongoeco publishes no event for "
+                                                  "these commands, so the tests wait for one until they time out",
+}
+"""Test classes of a feature the embedded server does not offer whose failure names no cause (a time-out)."""
 
 MODULE = """import sys
 sys.path[0:0] = [""]
@@ -106,7 +115,8 @@ def run_suite(tree: Path, port: int, name: str, spec: str, junit: Path) -> Suite
             suite.skipped[(skipped.get("message") or "skipped").splitlines()[0][:120]] += 1
         elif failure is not None:
             cause = _cause(failure.get("message") or failure.text or "")
-            feature = next((why for pattern, why in UNSUPPORTED.items() if pattern in cause), None)
+            feature = next((why for pattern, why in UNSUPPORTED.items() if pattern.lower() in cause.lower()),
+                           UNSUPPORTED_TESTS.get((case.get("classname") or "").rsplit(".", 1)[-1]))
             if feature is not None:
                 suite.unsupported[feature] += 1
             else:

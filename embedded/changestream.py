@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mongoeco.api import AsyncMongoClient
@@ -22,6 +23,7 @@ from mongoeco.wire.requests import WireRequestContext
 
 from embedded.contexts import own_context
 from embedded.cursors import as_int, cursor_not_found
+from embedded.hub import EmbeddedHub
 from embedded.tokens import TokenCodec, history_lost
 
 CURSOR_ID_BASE = 1 << 40
@@ -60,6 +62,8 @@ class ChangeStreamBridge:
 
     def __init__(self, client: AsyncMongoClient, codec: TokenCodec | None = None) -> None:
         self._client = client
+        if not isinstance(client._change_hub, EmbeddedHub):
+            raise TypeError("change streams over the wire need the client's hub to be an EmbeddedHub")
         self._hub = client._change_hub
         self._codec = codec or TokenCodec()
         self._streams: dict[int, _Stream] = {}
@@ -173,7 +177,8 @@ class ChangeStreamBridge:
             key = "resumeAfter" if "resumeAfter" in spec else "startAfter"
             event = self._codec.event(spec[key])
             self._ensure_resumable(event)
-            if key == "resumeAfter" and self._operation_type(event) == "invalidate":
+            if (key == "resumeAfter" and not self._codec.high_water(spec[key])
+                    and self._operation_type(event) == "invalidate"):
                 raise OperationFailure("Attempting to resume a change stream using 'resumeAfter' is not allowed "
                                        "from an invalidate notification: use startAfter", code=INVALID_RESUME_TOKEN)
             return {"resume_after" if key == "resumeAfter" else "start_after": {"_data": str(event)}}
@@ -249,12 +254,15 @@ class ChangeStreamBridge:
     def _to_wire(self, event: dict[str, Any]) -> dict[str, Any]:
         if "_id" not in event:  # a stage removed the resume token: MongoDB ends the stream
             raise OperationFailure("Encountered an event whose _id field, which contains the resume token, was "
-                                   "modified by the pipeline", code=CHANGE_STREAM_FATAL)
+                                   "modified by the pipeline", code=CHANGE_STREAM_FATAL,
+                                   error_labels=("NonResumableChangeStreamError",))
         token = event.get("_id")
         if isinstance(token, dict) and "_data" in token:
             from mongoeco._change_streams.cursor import parse_resume_token
 
-            event["_id"] = self._codec.token(parse_resume_token(token))
+            number = parse_resume_token(token)
+            event["_id"] = self._codec.token(number)
+            event["wallTime"] = self._hub.wall_time(number) or datetime.now(UTC)
         if isinstance(event.get("clusterTime"), int):
             event["clusterTime"] = self._codec.timestamp(event["clusterTime"])
         return event
@@ -265,7 +273,7 @@ class ChangeStreamBridge:
             "id": cursor_id,
             "ns": stream.namespace if stream else "",
             key: batch,
-            "postBatchResumeToken": self._codec.token(self._event_before(offset)),
+            "postBatchResumeToken": self._codec.token(self._event_before(offset), high_water=True),
         }
         return {"cursor": cursor, "ok": 1.0}
 

@@ -1,4 +1,5 @@
-"""Request contexts for the commands this server answers itself, which mongoeco's validation would refuse."""
+"""Request contexts: those of the commands this server answers itself (which mongoeco's validation would
+refuse), and what a context tells of its client."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ def own_context(
         connection=connection,
         execution_context=ExpressionExecutionContext(now=client._resolve_now()),
     )
+
+
+def app_name(context: WireRequestContext) -> str | None:
+    """The ``appName`` the command's client gave in its handshake, if any."""
+    metadata = context.connection.client_metadata or {}
+    application = metadata.get("application")
+    return application.get("name") if isinstance(application, dict) else None

@@ -19,12 +19,15 @@ from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
 
 from embedded.changestream import CURSOR_ID_BASE
-from embedded.contexts import own_context
-from embedded.replies import RETRYABLE, TRANSIENT
+from embedded.contexts import app_name, own_context
+from embedded.replies import NO_SUCH_TRANSACTION, RETRYABLE, TRANSIENT
 
 COMMAND = "configureFailPoint"
 
 FAIL_COMMAND, GET_MORE, WRITE = "failCommand", "failGetMoreAfterCursorCheckout", "onPrimaryTransactionalWrite"
+
+CHECKED_OUT = "$checkedOut"
+"""Marks the data of a fail point that fires after a getMore's cursor is checked out."""
 NAMES = (FAIL_COMMAND, GET_MORE, WRITE)
 
 RESUMABLE_CHANGE_STREAM = frozenset({6, 7, 43, 63, 89, 91, 133, 150, 189, 234, 262, 9001, 10107, 11600, 11602,
@@ -104,11 +107,11 @@ class FailPoints:
         point = self.points[FAIL_COMMAND]
         if point.on and context.command_name in point.data.get("failCommands", []):
             app = point.data.get("appName")
-            if (app is None or _app_name(context) == app) and point.fires():
+            if (app is None or app_name(context) == app) and point.fires():
                 return point.data
         point = self.points[GET_MORE]
         if context.command_name == "getMore" and _change_stream(context) and point.fires():
-            return {**point.data, "closeConnection": bool(point.data.get("closeConnection"))}
+            return {**point.data, "closeConnection": bool(point.data.get("closeConnection")), CHECKED_OUT: True}
         return None
 
     def after_retryable_write(self, context: WireRequestContext, applied: bool) -> None:
@@ -144,7 +147,8 @@ class FailPoints:
                 raise DropConnection
             if "errorCode" in data:
                 code = _int(data["errorCode"])
-                labels = data["errorLabels"] if "errorLabels" in data else _labels(context, code)
+                labels = (data["errorLabels"] if "errorLabels" in data
+                          else _labels(context, code, checked_out=bool(data.get(CHECKED_OUT))))
                 raise OperationFailure(f"Failing command {context.command_name} via 'failCommand' failpoint",
                                        code=code, error_labels=tuple(labels))
             reply = await execute(context)
@@ -167,19 +171,22 @@ class FailPoints:
         proxy._dispatch_wire_request = dispatch_wire_request
 
 
-def _labels(context: WireRequestContext, code: int) -> list[str]:
+def _labels(context: WireRequestContext, code: int, checked_out: bool = False) -> list[str]:
     """The labels MongoDB adds to an error with this code in this command's context (unless the fail point
-    names its own)."""
+    names its own). A getMore is known to be a change stream's only once its cursor is checked out
+    (``checked_out``): failCommand fails it before, without the resumable label."""
     body = context.raw_body
     in_transaction = body.get("autocommit") is False
     ending = context.command_name in ("commitTransaction", "abortTransaction")
     retryable_write = "txnNumber" in body and (ending or not in_transaction)
     labels = []
-    if context.command_name == "getMore" and _change_stream(context) and code in RESUMABLE_CHANGE_STREAM:
+    if checked_out and code in RESUMABLE_CHANGE_STREAM:
         labels.append("ResumableChangeStreamError")
     if code in RETRYABLE and retryable_write:
         labels.append("RetryableWriteError")
-    if in_transaction and not ending and (code in RETRYABLE or code in TRANSIENT):
+    # A commit that fails for an election may have committed: only the commit is retried, not the transaction.
+    transient = code in TRANSIENT or code == NO_SUCH_TRANSACTION or (not ending and code in RETRYABLE)
+    if in_transaction and transient:
         labels.append("TransientTransactionError")
     return labels
 
@@ -192,9 +199,3 @@ def _change_stream(context: WireRequestContext) -> bool:
 
 def _int(value: Any) -> int:
     return int(getattr(value, "value", value))
-
-
-def _app_name(context: WireRequestContext) -> str | None:
-    metadata = context.connection.client_metadata or {}
-    application = metadata.get("application")
-    return application.get("name") if isinstance(application, dict) else None

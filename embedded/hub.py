@@ -13,18 +13,24 @@ commit sequence: a direct publish, such as the invalidate of a dropped
 collection, that follows the alignment done when the engine registers the hub
 would otherwise mark the next commit delivered before it came (the first insert
 after dropping a collection that did not exist was lost). A collection's drop is
-published as MongoDB reports it: a ``drop`` event, then ``invalidate``.
+published as MongoDB reports it: a ``drop`` event, then ``invalidate``. Each
+event's wall-clock time is kept, for the ``wallTime`` MongoDB's events carry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Any
 
 from mongoeco.change_streams import ChangeStreamHub, ChangeStreamHubState
 
 DOCUMENT_CHANGES = frozenset({"insert", "update", "replace", "delete"})
 """The events a commit delivers; every other event is published directly."""
+
+WALL_TIMES = 100_000
+"""Events whose wall-clock time is kept when the hub's history is unbounded."""
 
 
 def _dropped_collection(payload: dict[str, Any]) -> bool:
@@ -40,6 +46,19 @@ class EmbeddedHub(ChangeStreamHub):
         super().__init__(**options)
         self._committed = 0  # highest commit sequence delivered (or skipped at registration)
         self._delivering: int | None = None
+        self._wall_times: OrderedDict[int, datetime] = OrderedDict()
+        self._wall_limit = options.get("max_retained_events") or WALL_TIMES
+
+    def wall_time(self, event: int) -> datetime | None:
+        """When event number ``event`` was published (None once it is no longer kept)."""
+        with self._condition:
+            return self._wall_times.get(event)
+
+    def _append_committed_event_locked(self, event: Any) -> None:
+        self._wall_times[event.token] = datetime.now(UTC)
+        while len(self._wall_times) > self._wall_limit:
+            self._wall_times.popitem(last=False)
+        super()._append_committed_event_locked(event)
 
     @property
     def state(self) -> ChangeStreamHubState:

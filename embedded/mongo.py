@@ -2,11 +2,9 @@
 
 In memory, one process, one asyncio loop. It adds to mongoeco's proxy the
 change streams (``embedded.changestream``), document-level transaction
-conflicts and constant-time inserts (``embedded.engine``), a failed commit
-that ends its transaction instead of pinning the session to an old snapshot,
-the replies of a one-node replica set's primary (``embedded.replset``),
-retryable writes and transactions that a failed statement aborts
-(``embedded.retryable``), and, for tests only, the ``failCommand`` fail point
+conflicts and constant-time inserts (``embedded.engine``), the replies of a
+one-node replica set's primary (``embedded.replset``), retryable writes and
+transactions that end as MongoDB's do (``embedded.retryable``), and, for tests only, the ``failCommand`` fail point
 (``embedded.failpoints``).
 """
 
@@ -15,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections import Counter
 from typing import Any
 
 from mongoeco.api import AsyncMongoClient
 from mongoeco.wire import AsyncMongoEcoProxyServer
 from mongoeco.wire.auth import WireAuthUser
-from mongoeco.wire.sessions import WireSessionStore
 
 from embedded import admin, cursors, replies
 from embedded.changestream import ChangeStreamBridge
+from embedded.contexts import app_name
 from embedded.defaults import HISTORY_SIZE, REPLICA_SET
 from embedded.engine import EmbeddedEngine
 from embedded.failpoints import FailPoints
@@ -33,34 +32,23 @@ from embedded.retryable import Statements
 
 log = logging.getLogger(__name__)
 
-def _end_transaction_on_failed_commit(store: WireSessionStore) -> None:
-    """Make a failed commitTransaction abort, as MongoDB does, so the session is usable again."""
-
-    def commit_transaction(body: dict[str, Any]) -> dict[str, Any]:
-        session = store._require_session(body)
-        if session.transaction_active:
-            try:
-                session.commit_transaction()
-            except Exception:
-                session.abort_transaction()
-                raise
-        return {"ok": 1.0}
-
-    store.commit_transaction = commit_transaction  # type: ignore[method-assign]
-
 
 def _count_commands(executor: Any) -> None:
-    """Count every command the server answers; serverStatus reports it as ``wireCommands``
-    (mongoeco's opcounters miss change-stream getMores)."""
+    """Count every command the server answers; serverStatus reports the total as ``wireCommands``
+    (mongoeco's opcounters miss change-stream getMores) and, per client ``appName`` and command,
+    ``wireCommandsByApp`` (what one application costs the server, as a benchmark reads it)."""
     execute = executor.execute_prepared
-    count = 0
+    total = 0
+    by_app: dict[str, Counter[str]] = {}
 
     async def counted(context: Any) -> dict[str, Any]:
-        nonlocal count
-        count += 1
+        nonlocal total
+        total += 1
+        by_app.setdefault(app_name(context) or "", Counter())[context.command_name] += 1
         result = await execute(context)
         if context.command_name == "serverStatus" and isinstance(result, dict):
-            result["wireCommands"] = count
+            result["wireCommands"] = total
+            result["wireCommandsByApp"] = {app: dict(names) for app, names in by_app.items()}
         return result
 
     executor.execute_prepared = counted
@@ -82,14 +70,13 @@ class EmbeddedMongo:
         self.streams.install(executor)
         replies.install(executor)
         fail_points = FailPoints(enabled=test_commands)  # refuses configureFailPoint if not
-        Statements(fail_points.after_retryable_write).install(executor)
+        Statements(fail_points.after_retryable_write).install(executor, self.proxy._session_store)
         fail_points.install(executor, self.proxy)
         admin.install(executor, self.proxy._session_store, test_commands)
         cursors.install(executor)  # ids are ints for every wrapper inside it
         self.primary = ReplicaSetPrimary(replica_set, host, self.streams.cluster_time)
         self.primary.install(executor)  # every reply, the fail points' errors included, is stamped
         _count_commands(executor)
-        _end_transaction_on_failed_commit(self.proxy._session_store)
 
     async def start(self) -> str:
         """Start listening; returns the URI clients use."""

@@ -26,6 +26,7 @@ INDEX_VERSION = 2
 
 CODE_NAMES: dict[int, str] = {
     2: "BadValue",
+    24: "LockTimeout",
     6: "HostUnreachable",
     7: "HostNotFound",
     26: "NamespaceNotFound",
@@ -35,6 +36,7 @@ CODE_NAMES: dict[int, str] = {
     59: "CommandNotFound",
     64: "WriteConcernFailed",
     89: "NetworkTimeout",
+    100: "UnsatisfiableWriteConcern",
     91: "ShutdownInProgress",
     112: "WriteConflict",
     121: "DocumentValidationFailure",
@@ -42,15 +44,19 @@ CODE_NAMES: dict[int, str] = {
     189: "PrimarySteppedDown",
     234: "RetryChangeStream",
     237: "CursorKilled",
+    239: "SnapshotTooOld",
+    246: "SnapshotUnavailable",
     251: "NoSuchTransaction",
     260: "InvalidResumeToken",
     262: "ExceededTimeLimit",
+    267: "PreparedTransactionInProgress",
     280: "ChangeStreamFatalError",
     286: "ChangeStreamHistoryLost",
     9001: "SocketException",
     10107: "NotWritablePrimary",
     11000: "DuplicateKey",
     11600: "InterruptedAtShutdown",
+    11601: "Interrupted",
     11602: "InterruptedDueToReplStateChange",
     13435: "NotPrimaryNoSecondaryOk",
     13436: "NotPrimaryOrSecondary",
@@ -58,8 +64,11 @@ CODE_NAMES: dict[int, str] = {
 }
 """The name MongoDB gives each code this server answers with: the one place a reply's codeName comes from."""
 
-TRANSIENT = frozenset({112})
+TRANSIENT = frozenset({24, 112, 239, 246, 267})
 """Codes MongoDB labels TransientTransactionError (a driver's withTransaction runs the callback again)."""
+
+NO_SUCH_TRANSACTION = 251
+"""MongoDB's code for a statement or commit of a transaction that was aborted (or never began)."""
 
 RETRYABLE = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 """Codes MongoDB labels RetryableWriteError in a retryable write or a commit (an election, a shutdown, the

@@ -26,6 +26,18 @@ NO_SIGNATURE = {"hash": Binary(bytes(20)), "keyId": 0}
 """The signature of an unsigned cluster time (a server without keys, as with authentication off)."""
 
 
+UNSATISFIABLE = {"code": 100, "codeName": "UnsatisfiableWriteConcern", "errmsg": "Not enough data-bearing nodes"}
+"""The write concern error of a write that asks more members to acknowledge it than the set has."""
+
+
+def _more_members(body: dict[str, Any]) -> bool:
+    """Whether a command's write concern asks for more than the one member there is."""
+    concern = body.get("writeConcern")
+    members = concern.get("w") if isinstance(concern, dict) else None
+    members = getattr(members, "value", members)
+    return isinstance(members, int) and not isinstance(members, bool) and members > 1
+
+
 class ReplicaSetPrimary:
     """What makes replies those of set ``name``'s only member, ``host``."""
 
@@ -61,6 +73,8 @@ class ReplicaSetPrimary:
             reply = await execute(context)
             if context.command_name in HELLO and isinstance(reply, dict):
                 self.hello(reply)
+            if isinstance(reply, dict) and reply.get("ok") == 1 and _more_members(context.raw_body):
+                reply.setdefault("writeConcernError", dict(UNSATISFIABLE))
             return self.stamp(reply) if isinstance(reply, dict) else reply
 
         def stamped_error(error: Exception) -> dict[str, Any]:

@@ -9,6 +9,8 @@ so does this server, for the last LIMIT writes.
 Inside a transaction, a statement that fails aborts the transaction, as on
 MongoDB: later statements and the commit get NoSuchTransaction (251) with the
 TransientTransactionError label, so that a driver runs the whole transaction again.
+A failed commit aborts the transaction, and a transaction started on a session
+aborts the one the session left open (after a commit that a fail point failed).
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from collections.abc import Callable
 from typing import Any
 
 from mongoeco.errors import OperationFailure
+from mongoeco.session import ClientSession
 from mongoeco.wire._session_identity import wire_session_key
 from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
+from mongoeco.wire.sessions import WireSessionStore
+
+from embedded.replies import NO_SUCH_TRANSACTION
 
 WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
 """Commands a driver retries with the same ``txnNumber``."""
 
 LIMIT = 10_000
 """Retryable writes whose replies are kept (MongoDB keeps them per session, for the session's lifetime)."""
-
-NO_SUCH_TRANSACTION = 251
 
 type Key = tuple[str, int]
 
@@ -53,8 +57,25 @@ class Statements:
         self._running: dict[Key, asyncio.Event] = {}
         self._aborted: OrderedDict[Key, None] = OrderedDict()
 
-    def install(self, executor: WireCommandExecutor) -> None:
-        execute = executor.execute_prepared
+    def install(self, executor: WireCommandExecutor, store: WireSessionStore) -> None:
+        execute, apply = executor.execute_prepared, store._apply_transaction_metadata
+
+        def apply_transaction_metadata(session: ClientSession, body: dict[str, Any]) -> None:
+            # A transaction started on a session ends the one it left open (its commit failed, say)
+            if body.get("startTransaction") is True and session.transaction_active:
+                session.abort_transaction()
+            apply(session, body)
+
+        def commit_transaction(body: dict[str, Any]) -> dict[str, Any]:
+            # A commit that fails aborts, or the session stays pinned to the transaction's old snapshot
+            session = store._require_session(body)
+            if session.transaction_active:
+                try:
+                    session.commit_transaction()
+                except Exception:
+                    session.abort_transaction()
+                    raise
+            return {"ok": 1.0}
 
         async def execute_prepared(context: WireRequestContext) -> dict[str, Any]:
             body, key = context.raw_body, _key(context.raw_body)
@@ -67,6 +88,8 @@ class Statements:
             return await execute(context)
 
         executor.execute_prepared = execute_prepared  # type: ignore[method-assign]
+        store._apply_transaction_metadata = apply_transaction_metadata  # type: ignore[method-assign]
+        store.commit_transaction = commit_transaction  # type: ignore[method-assign]
 
     async def _once(self, execute: Any, context: WireRequestContext, key: Key) -> dict[str, Any]:
         """The write's reply: its first one if it was applied before."""

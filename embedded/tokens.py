@@ -20,6 +20,9 @@ CHANGE_STREAM_HISTORY_LOST = 286
 
 _TOKEN_HEX_DIGITS = 32
 
+HIGH_WATER = 1 << 63
+"""The bit that tells a position's token (a ``postBatchResumeToken``) from an event's."""
+
 
 def history_lost(reason: str) -> OperationFailure:
     """The error MongoDB answers when a change stream cannot resume."""
@@ -33,9 +36,14 @@ class TokenCodec:
     instance: int = field(default_factory=lambda: secrets.randbits(64))
     started: int = field(default_factory=lambda: int(time.time()))
 
-    def token(self, event: int) -> dict[str, str]:
-        """The resume token (``{"_data": hex}``) for mongoeco event number ``event``."""
-        return {"_data": f"{self.instance:016x}{event:016x}"}
+    def token(self, event: int, high_water: bool = False) -> dict[str, str]:
+        """The resume token (``{"_data": hex}``) for mongoeco event number ``event``: the event's own, or
+        (``high_water``) a batch's ``postBatchResumeToken``, a position after that event, not the event."""
+        return {"_data": f"{self.instance:016x}{event | (HIGH_WATER if high_water else 0):016x}"}
+
+    def high_water(self, token: object) -> bool:
+        """Whether ``token`` (one of ours) marks a position rather than an event."""
+        return bool(int(token["_data"][16:], 16) & HIGH_WATER) if isinstance(token, dict) else False
 
     def event(self, token: object) -> int:
         """The event number in ``token``, or ChangeStreamHistoryLost if not ours."""
@@ -48,7 +56,7 @@ class TokenCodec:
             raise history_lost("the resume token was not issued by this server") from None
         if instance != self.instance:
             raise history_lost("the resume token predates a restart of this in-memory server")
-        return event
+        return event & ~HIGH_WATER
 
     def timestamp(self, event: int) -> Timestamp:
         """The cluster time reported for event number ``event``."""

@@ -52,3 +52,22 @@ def test_a_dropped_collection_gives_drop_then_invalidate_and_only_start_after_pa
         collection.insert_one({"n": 1})  # the collection, recreated
         event = after.try_next()
         assert event is not None and event["fullDocument"]["n"] == 1
+
+
+def test_a_stream_opened_after_an_invalidate_resumes_from_its_position_with_resume_after(client, db_name):
+    # Given a collection dropped under a stream, so that the newest event in the history is an invalidate
+    collection = client[db_name].dropped_then_watched
+    collection.insert_one({"n": 0})
+    with collection.watch(max_await_time_ms=300) as stream:
+        collection.drop()
+        while stream.alive:
+            stream.try_next()
+    # When a new stream opens, sees nothing, and a driver resumes it from its position (its batch's token)
+    with collection.watch(max_await_time_ms=100) as fresh:
+        assert fresh.try_next() is None
+        position = fresh.resume_token
+    collection.insert_one({"n": 1})
+    # Then the position is not taken for the invalidate: resumeAfter works and yields the next insert
+    with collection.watch(resume_after=position, max_await_time_ms=1000) as resumed:
+        event = resumed.try_next()
+    assert event is not None and event["fullDocument"]["n"] == 1

@@ -10,7 +10,7 @@ import pymongo
 import pytest
 from bson import Timestamp
 from pymongo import monitoring
-from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
+from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure, WriteConcernError
 
 from embedded.defaults import REPLICA_SET
 from tests.conftest import HOST, start_mongo
@@ -145,3 +145,50 @@ def test_fail_points_are_refused_without_the_flag(db_name):
                                  "data": {"failCommands": ["find"], "errorCode": 1}})
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("code", [112, 24, 267, 246, 251])
+def test_a_transient_commit_failure_is_labelled_and_with_transaction_commits_once(
+    set_client, fail_point, db_name, code
+):
+    # Given a commit that fails once with a code MongoDB labels TransientTransactionError
+    collection = set_client[db_name].x
+    fail_point({"times": 1}, failCommands=["commitTransaction"], errorCode=code)
+    runs = []
+
+    def insert(session: Any) -> None:
+        runs.append(1)
+        collection.insert_one({"_id": 1}, session=session)
+
+    # When withTransaction runs a transaction (the failed commit leaves it open on the server)
+    with set_client.start_session() as session:
+        session.with_transaction(insert)
+    # Then it ran the transaction again in a new one, which the server started afresh, and committed it once
+    assert len(runs) == 2
+    assert list(collection.find()) == [{"_id": 1}]
+
+
+def test_a_commit_failing_for_an_election_is_retried_as_a_commit_not_as_a_transaction(
+    set_client, fail_point, replies, db_name
+):
+    fail_point({"times": 1}, failCommands=["commitTransaction"], errorCode=11602)
+    with set_client.start_session() as session:
+        session.with_transaction(lambda s: set_client[db_name].x.insert_one({"_id": 1}, session=s))
+    labels = [reply.get("errorLabels") for name, reply in replies.failures if name == "commitTransaction"]
+    assert labels == [["RetryableWriteError"]]
+    assert [name for name, _ in replies.sent].count("insert") == 1
+    assert set_client[db_name].x.count_documents({}) == 1
+
+
+def test_a_commit_asking_more_members_than_the_set_has_gets_a_write_concern_error(set_client, db_name):
+    collection = set_client[db_name].x
+    with set_client.start_session() as session:
+        session.start_transaction(write_concern=pymongo.WriteConcern(w=2))
+        collection.insert_one({"_id": 1}, session=session)
+        with pytest.raises(WriteConcernError) as failed:
+            session.commit_transaction()
+    # Committed, as on MongoDB, but not acknowledged by two members: nothing to retry, nothing unknown
+    assert failed.value.code == 100
+    assert not failed.value.has_error_label("UnknownTransactionCommitResult")
+    assert not failed.value.has_error_label("TransientTransactionError")
+    assert collection.count_documents({}) == 1
