@@ -16,6 +16,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from bench.cost import FULL_COST, QUICK_COST, CostPlan, bench_cost, cost_lines, merge_into
 from bench.report import plot, plot_throughput, report
 from bench.rig import HERE, Rig, System, comm_doc, fresh_rig, message_doc, offer, percentiles, run_system
 from core.defaults import LOG_HORIZON
@@ -48,12 +49,14 @@ class Plan:
     """Which (system, SimpleWorker?) pairs the latency scenario measures."""
     idle_settle: float = 6.0
     """Seconds of start-up work (index creation, first sweep) let pass before the idle measurement."""
+    cost: CostPlan = FULL_COST
+    """The database work per message scenario (``bench.cost``)."""
 
 
 FULL = Plan(20, (10,), (25, 50, 100, 150, 200, 300, 400), 10, 150, 60, (150, 10_000), 60, (1, 2, 4), 500, 20,
             50_000, 60, (1_000, 10_000, 50_000))
 QUICK = Plan(3, (10,), (), 0, 0, 0, (150,), 10, (2,), 0, 0, 1_000, 3, (1_000,),
-             latency_runs=(("msgstatus", True), ("polling", True)), idle_settle=2)
+             latency_runs=(("msgstatus", True), ("polling", True)), idle_settle=2, cost=QUICK_COST)
 
 SYSTEMS = ("msgstatus", "polling")
 
@@ -238,16 +241,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE, help="directory for results.md and latency.png")
     parser.add_argument("--drain-only", type=int, nargs="*", metavar="BACKLOG",
                         help="only the drain scenario, for these backlog sizes")
+    parser.add_argument("--cost-only", action="store_true", help="only the database work per message scenario")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.drain_only:
         plan = replace(plan, drain_counts=tuple(args.drain_only))
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    scenarios = [bench_latency, bench_max_rate, bench_sustained, bench_watcher_cpu, bench_idle, bench_sweep_cost,
-                 bench_drain]
+    scenarios = [bench_cost, bench_latency, bench_max_rate, bench_sustained, bench_watcher_cpu, bench_idle,
+                 bench_sweep_cost, bench_drain]
     if args.drain_only:
         scenarios = [bench_drain]
+    if args.cost_only:
+        scenarios = [bench_cost]
     for scenario in filter(partial(_planned, plan), scenarios):
         # Fresh servers for each scenario: one that a system left busy for minutes cannot slow the next.
         rig = Rig()
@@ -258,6 +264,10 @@ def main() -> None:
             print(f"{scenario.__name__} did not complete: {error}", flush=True)
         finally:
             rig.close()
+    if args.cost_only:  # the other sections of the results file stay as their run left them
+        merge_into(args.out / "results.md", cost_lines(results, plan.cost))
+        print("\n".join(cost_lines(results, plan.cost)))
+        return
     png, throughput = args.out / "latency.png", args.out / "throughput.png"
     text = report(results, plan, png if plot(results, png) else None, args.quick,
                   throughput if plot_throughput(results, throughput) else None)

@@ -164,6 +164,9 @@ def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool, t
         for size, r in results["sweep"].items():
             out.append(f"| {size:,} | {r['polling_ms']:.1f} | {r['polling_examined']:,} | {r['msgstatus_ms']:.1f} | "
                        f"{r['msgstatus_examined']} |")
+    from bench.cost import cost_lines  # it uses this module's stamp()
+
+    out += cost_lines(results, plan.cost)
     for error in results.get("errors", []):
         out += ["", f"**Did not complete:** {error}"]
     return "\n".join(out) + "\n"

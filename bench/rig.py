@@ -23,6 +23,9 @@ from embedded.processes import free_port, msgstatus_argv, stop, wait_for_port
 from msgstatus.receiver import Emit, SocketReceiver
 
 SECRET = "bench-secret-that-is-at-least-32-bytes"
+
+SYSTEM_APP = "bench-system"
+"""The appName the systems' MongoDB clients give (the URL in their environment names it)."""
 HERE = Path(__file__).parent
 
 
@@ -53,7 +56,9 @@ class Rig:
         self.receiver = SocketReceiver(SECRET).start()
 
     def env(self) -> dict[str, str]:
-        return {"PATH": os.environ["PATH"], "MONGO_DB_URL": self.mongo_url, "REDIS_URL": self.redis_url,
+        # The systems name themselves to the server, which counts their commands apart (bench.cost)
+        return {"PATH": os.environ["PATH"], "MONGO_DB_URL": f"{self.mongo_url}&appName={SYSTEM_APP}",
+                "REDIS_URL": self.redis_url,
                 "APP_SECRET": SECRET, "CONVERSATION_SOCKET": self.receiver.url, "LOG_LEVEL": "WARNING",
                 "PYTHONPATH": str(HERE.parent)}
 

@@ -1,12 +1,16 @@
-"""The status job of messages that arrived together: claims and log lookups for the lot, emits at once.
+"""The status job of messages that arrived together: claims and log lookups for the lot, emits at once,
+decisions committed in waves.
 
 Every per-message promise of ``jobs.status`` holds inside a batch: each message is
-claimed on its own lease; each decision is its own transaction, emitted before
-its commit; the decisions run side by side over one pooled HTTP client, so one
-message's failed or slow emit neither rolls back, retries nor holds up another.
-What is not plain sailing leaves the batch for a job of its own: a message another
-live job holds, or whose data turns out bad, is handed to its own job at once (which
-waits for the claim, or parks the message, as ``jobs.status`` does); a message whose
+claimed on its own lease and emitted before the commit that decides it; the emits
+run side by side over one pooled HTTP client, and the decisions whose emits have
+returned are committed together, one transaction (one bulk update) per wave, so
+one message's failed or slow emit neither rolls back, retries nor holds up another.
+A wave whose commit fails leaves its messages emitted but undecided: each is tried
+again on its own (the same idempotency key), as after a worker's death. What is
+not plain sailing leaves the batch for a job of its own: a message another live job
+holds, or whose data turns out bad, is handed to its own job at once (which waits
+for the claim, or parks the message, as ``jobs.status`` does); a message whose
 attempt failed from outside gets its own job for the next attempt, on the same
 fast-then-slow schedule.
 """
@@ -17,7 +21,7 @@ import logging
 import os
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from bson import ObjectId
@@ -27,13 +31,15 @@ from redis.exceptions import RedisError
 from core import metrics
 from core.defaults import EMIT_TIMEOUT
 from jobs import context, messages, wakeup
+from jobs.decisions import Decision, commit_wave, decision
+from jobs.emit import emit_update
 from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
 from jobs.retries import too_soon
 from jobs.status import (
     after_outside_failure,
     count_outcome,
-    decide_and_emit,
+    emit_identity,
     notice_late_change,
     release_quietly,
     spend_on_retry,
@@ -88,17 +94,15 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
             soon = set()
         messages.release_many(res.db, list(soon), token)
         outcomes["retry-pending"] = len(soon)
-        held = {oid: hold for oid, hold in held.items() if oid not in soon}
+        held = {oid: doc for oid, doc in held.items() if oid not in soon}
         logs = messages.communications_for(res.db, list(held))
         waiting = [oid for oid in held if oid not in logs]
         messages.release_many(res.db, waiting, token)
         outcomes["waiting"] = len(waiting)
-        deciding = [oid for oid in held if oid in logs]
-        decided = list(_pool_here().map(lambda oid: _one(enqueuer, oid, token, logs[oid], held[oid], starts_by),
-                                        deciding))
-        outcomes.update(decided)
-        first = sum(outcome in ("delivered", "undelivered") and not messages.waits_for_slow_retry(held[oid])
-                    for oid, outcome in zip(deciding, decided, strict=True))
+        decided = _decide_in_waves(enqueuer, token, {oid: held[oid] for oid in held if oid in logs}, logs, starts_by)
+        outcomes.update(decided.values())
+        first = sum(outcome in ("delivered", "undelivered") and not _slow(held[oid])
+                    for oid, outcome in decided.items())
     finally:
         res.leases.drop(token)
     with metrics.counting(res.redis) as pipe:
@@ -114,35 +118,109 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
     return dict(outcomes + handed)
 
 
-def _one(
-    enqueuer: Enqueuer, oid: ObjectId, token: str, communication: dict[str, Any], hold: Any, starts_by: float,
-) -> str:
-    """One message's decision, or where it goes instead; never raises."""
+def _slow(message: dict[str, Any]) -> bool:
+    return messages.waits_for_slow_retry(message.get(messages.HOLD))
+
+
+def _decide_in_waves(
+    enqueuer: Enqueuer, token: str, held: dict[ObjectId, dict[str, Any]], logs: dict[ObjectId, dict[str, Any]],
+    starts_by: float,
+) -> dict[ObjectId, str]:
+    """Emit the decisions side by side; commit the ones whose emits have returned, together, as they return.
+
+    Each message is emitted before the commit that decides it; a failed emit leaves only its own message
+    undecided; a slow one holds up neither its neighbours' emits nor their commits (the next wave goes
+    without it). What happened to each message.
+    """
+    outcomes: dict[ObjectId, str] = {}
+    pending = {_pool_here().submit(_emit, enqueuer, oid, token, held[oid], logs[oid], starts_by): oid
+               for oid in held}
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        wave = []
+        for future in done:
+            oid = pending.pop(future)
+            result = future.result()
+            if isinstance(result, Decision):
+                wave.append(result)
+            else:
+                outcomes[oid] = result
+        if wave:
+            outcomes.update(_commit(enqueuer, token, wave, held, logs))
+    return outcomes
+
+
+def _emit(
+    enqueuer: Enqueuer, oid: ObjectId, token: str, message: dict[str, Any], communication: dict[str, Any],
+    starts_by: float,
+) -> Decision | str:
+    """One message's decision, emitted, for the next wave's commit; or where it went instead. Never raises."""
+    res = context.resources()
     if time.monotonic() > starts_by:  # its own job claims it afresh, with a whole lease for its attempt
         release_quietly(oid, token)
         enqueuer.enqueue(str(oid))
         return "handed-off"
-    slow = messages.waits_for_slow_retry(hold)
+    slow = _slow(message)
     try:
         if slow:
             spend_on_retry(oid)
-        return decide_and_emit(oid, token, communication)
+        account_id = emit_identity(oid, message, communication)
+        decided = decision(message, token, communication, messages.now())
+        emit_update(res.http, res.settings.require_socket(), decided.after, account_id, res.settings.app_secret,
+                    communication["_id"])
+        return decided
     except BadMessage:
         release_quietly(oid, token)
         enqueuer.enqueue(str(oid))  # its own job parks it and fails, named in the failed registry
         return "handed-off"
     except Exception as error:  # outside the message: its next attempt is a job of its own
-        try:  # arranged before the claim goes: no other job may slip in before it
-            delay = after_outside_failure(str(oid), oid, token, slow, 1, error)
-            if delay is None:
-                return "held"
-            enqueuer.schedule_retry(str(oid), 1, delay, error)
-        except Exception:  # the database or Redis is away too: the next sweep finds it
-            log.warning("message %s: its next attempt could not be arranged; the next sweep finds it", oid)
-            return "lost-to-sweep"
-        finally:
-            release_quietly(oid, token)
-        return "retried"
+        return _after_failure(enqueuer, oid, token, slow, error)
+
+
+def _commit(
+    enqueuer: Enqueuer, token: str, wave: list[Decision], held: dict[ObjectId, dict[str, Any]],
+    logs: dict[ObjectId, dict[str, Any]],
+) -> dict[ObjectId, str]:
+    """Commit a wave of emitted decisions in one transaction; what happened to each."""
+    res = context.resources()
+    try:
+        matched = commit_wave(res.client, res.db, wave)
+    except Exception as error:  # each message of the wave was emitted undecided: it is tried again on its own
+        log.warning("batch: a wave of %d decisions was not committed (%s)", len(wave), error)
+        return {d.message_id: _after_failure(enqueuer, d.message_id, token, _slow(held[d.message_id]), error)
+                for d in wave}
+    outcomes = {d.message_id: "delivered" if d.after["delivered"] else "undelivered" for d in wave}
+    if matched < len(wave):  # a lease lost, or a metadata that changed shape since it was read
+        for doc in res.db[messages.MESSAGES].find({"_id": {"$in": list(outcomes)}, **messages.TRACKED},
+                                                  {f"{messages.CLAIM}.token": 1}):
+            oid = doc["_id"]
+            if (doc.get(messages.CLAIM) or {}).get("token") == token:
+                release_quietly(oid, token)
+                enqueuer.enqueue(str(oid))  # its own job decides it from the message as it is now
+                outcomes[oid] = "handed-off"
+            else:
+                outcomes[oid] = "skipped"  # another worker took it over
+    for d in wave:
+        if outcomes[d.message_id] in ("delivered", "undelivered"):
+            since_log = messages.now() - messages.inserted_at(logs[d.message_id])
+            metrics.INSERT_TO_EMIT.observe(res.redis, since_log.total_seconds())
+    return outcomes
+
+
+def _after_failure(enqueuer: Enqueuer, oid: ObjectId, token: str, slow: bool, error: Exception) -> str:
+    """A message whose attempt failed from outside: its next attempt arranged (a job of its own), its claim
+    released."""
+    try:  # arranged before the claim goes: no other job may slip in before it
+        delay = after_outside_failure(str(oid), oid, token, slow, 1, error)
+        if delay is None:
+            return "held"
+        enqueuer.schedule_retry(str(oid), 1, delay, error)
+    except Exception:  # the database or Redis is away too: the next sweep finds it
+        log.warning("message %s: its next attempt could not be arranged; the next sweep finds it", oid)
+        return "lost-to-sweep"
+    finally:
+        release_quietly(oid, token)
+    return "retried"
 
 
 def _pool_here() -> ThreadPoolExecutor:

@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
-from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
 MESSAGES = "support_messages"
@@ -163,14 +161,13 @@ def claim(
 
 def claim_many(
     db: Database, message_ids: list[ObjectId], token: str, ttl: float,  # type: ignore[type-arg]
-) -> dict[ObjectId, dict[str, Any] | None]:
+) -> dict[ObjectId, dict[str, Any]]:
     """Lease every free tracked message of ``message_ids`` under ``token``, each on its own lease: the ones
-    we got, with their hold as found (two round trips for the lot)."""
+    we got, as they are under our claim (two round trips for the lot)."""
     at = now()
     lease = {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}
     db[MESSAGES].update_many({"_id": {"$in": message_ids}, **TRACKED, **unclaimed(at)}, {"$set": lease})
-    ours = db[MESSAGES].find({"_id": {"$in": message_ids}, f"{CLAIM}.token": token}, {HOLD: 1})
-    return {doc["_id"]: doc.get(HOLD) for doc in ours}
+    return {doc["_id"]: doc for doc in db[MESSAGES].find({"_id": {"$in": message_ids}, f"{CLAIM}.token": token})}
 
 
 def release_many(db: Database, message_ids: list[ObjectId], token: str) -> None:  # type: ignore[type-arg]
@@ -285,41 +282,6 @@ def communications_for(db: Database, message_ids: list[ObjectId]) -> dict[Object
         successful = [log for log in logs if is_delivery(log.get("success"))]
         chosen[oid] = max(successful or logs, key=lambda log: log["_id"])
     return chosen
-
-
-def decide(
-    db: Database,  # type: ignore[type-arg]
-    message_id: ObjectId,
-    token: str,
-    communication: dict[str, Any],
-    session: ClientSession,
-) -> dict[str, Any] | None:
-    """Write the seed's decision and drop our claim; the updated message, or None if our lease was lost.
-
-    A delivery sets ``delivered: true`` and ``metadata.communication_id`` (a missing or non-object
-    ``metadata`` becomes ``{communication_id}``, as the seed's update made it); a failure sets
-    ``delivered: false`` and leaves ``metadata`` alone. Both record when (``DECIDED_AT``).
-    """
-    ours = {"_id": message_id, "delivered": {"$exists": False}, f"{CLAIM}.token": token}
-    drop = {"$unset": {CLAIM: "", HOLD: "", SEED_FLAG: ""}}
-    if not is_delivery(communication.get("success")):
-        return db[MESSAGES].find_one_and_update(
-            ours, {"$set": {"delivered": False, DECIDED_AT: now()}, **drop},
-            return_document=ReturnDocument.AFTER, session=session,
-        )
-    cid = communication["_id"]
-    shapes: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
-        ({"metadata": {"$type": "object", "$not": {"$type": "array"}}}, {"metadata.communication_id": cid}),
-        ({}, {"metadata": {"communication_id": cid}}),
-    )
-    for condition, changes in shapes:
-        updated = db[MESSAGES].find_one_and_update(
-            {**ours, **condition}, {"$set": {"delivered": True, DECIDED_AT: now(), **changes}, **drop},
-            return_document=ReturnDocument.AFTER, session=session,
-        )
-        if updated is not None:
-            return updated
-    return None
 
 
 def with_communication(db: Database, message_ids: list[ObjectId]) -> set[ObjectId]:  # type: ignore[type-arg]

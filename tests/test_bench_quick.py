@@ -18,6 +18,7 @@ def test_the_quick_benchmark_compares_both_systems_and_writes_its_report(tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "results.md").read_text()
-    for heading in ("## Latency", "## Backlog drain", "## Idle", "## One sweep versus collection size"):
+    for heading in ("## Latency", "## Backlog drain", "## Idle", "## One sweep versus collection size",
+                    "## Database work per message"):
         assert heading in report
     assert "| msgstatus | 10/s | 30/30 |" in report and "| polling | 10/s | 30/30 |" in report

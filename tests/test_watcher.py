@@ -20,6 +20,7 @@ from tests import factories
 from tests.conftest import HOST, SECRET, Service, start_mongo
 from tests.waiting import wait_until
 from watcher.lock import LeaderLock
+from watcher.recent import TRUST_AFTER
 from watcher.tokens import TokenStore
 
 
@@ -286,3 +287,22 @@ def test_the_watchers_catch_up_sweep_looks_past_the_horizon(service, client, rec
     # Then the catch-up sweep, which looks at undecided messages of any age, finds and decides it
     wait_until(lambda: db.support_messages.find_one({"_id": mid, "delivered": True}), 20, "the decision")
 
+
+
+def test_once_the_watchers_memory_is_trusted_a_message_after_its_log_is_still_enqueued_by_its_event(
+    service, client, receiver
+):
+    # Given a watcher that has watched logs long enough to trust its memory of them, and no scheduler (no sweep)
+    db = client[service.database]
+    r = redis.Redis.from_url(service.redis_url)
+    service.spawn("watch")
+    service.spawn("work")
+    wait_until(lambda: active_watcher(service), 20, "the watcher to be active")
+    time.sleep(TRUST_AFTER + 0.5)  # the memory's own warm-up, not a wait for an outcome
+    # When a log comes first (its job runs and finds no message), then its message
+    mid = bson.ObjectId()
+    factories.communication(db, mid)
+    wait_until(lambda: metrics.value(r, metrics.NOT_DECIDED, reason="not_free") >= 1, 10, "the log's job")
+    factories.message(db, _id=mid)
+    # Then the message's own insert event enqueued it: the watcher remembered the log it had seen
+    wait_until(lambda: all_decided(db, [mid]), 10, "delivery of the comm-first message")

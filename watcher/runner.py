@@ -8,6 +8,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -26,6 +27,7 @@ from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
 from jobs.sweep import run_sweep
 from watcher import roles
 from watcher.lock import LeaderLock
+from watcher.recent import RecentLogs
 from watcher.stream import STREAMS, BadEvent, StreamSpec, has_no_change_streams, is_history_lost
 from watcher.tokens import TokenStore
 
@@ -93,6 +95,7 @@ class Watcher:
         self.tokens = TokenStore(self.redis)
         self.lock = LeaderLock(self.redis, LOCK_TTL)
         self.enqueuer = Enqueuer(status_queue(self.redis))
+        self.recent_logs = RecentLogs()
         self.stopping = threading.Event()
         self.leading = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -236,7 +239,7 @@ class Watcher:
             options["start_after"] = after  # resuming after an invalidate is refused: starting after it is not
         elif token is not None:
             options["resume_after"] = token
-        with self.db[spec.collection].watch(spec.pipeline, **options) as stream:
+        with self.db[spec.collection].watch(spec.pipeline, **options) as stream, self._remembering(spec):
             log.info("stream %s open (%s)", spec.name,
                      "after its collection was dropped" if after else "resumed" if token else "from now")
             self.sweep_only = False
@@ -263,6 +266,18 @@ class Watcher:
                     saved, saved_at = token, time.monotonic()
                     self.tokens.save(spec.name, token, time.time() if change is not None else None)
 
+    @contextlib.contextmanager
+    def _remembering(self, spec: StreamSpec) -> Iterator[None]:
+        """While a stream of logs is open, the memory of seen logs grows trustworthy."""
+        if not spec.names_logs:
+            yield
+            return
+        self.recent_logs.opened()
+        try:
+            yield
+        finally:
+            self.recent_logs.closed()
+
     def _handle(self, spec: StreamSpec, changes: list[dict[str, Any]]) -> None:
         metrics.CHANGE_EVENTS.inc(self.redis, len(changes), stream=spec.name)
         ids = []
@@ -272,13 +287,21 @@ class Watcher:
             except (BadEvent, KeyError, TypeError) as error:
                 metrics.BAD_EVENTS.inc(self.redis)
                 log.warning("stream %s: skipped an event: %s", spec.name, error)
+        if spec.names_logs:
+            self.recent_logs.saw(ids)
         if spec.only_with_log and ids:
-            oids = [ObjectId(mid) for mid in ids if ObjectId.is_valid(mid)]
-            named = {str(oid) for oid in messages.with_communication(self.db, oids)}
-            metrics.BEFORE_LOG.inc(self.redis, len(oids) - len(named))
-            ids = [mid for mid in ids if mid in named or not ObjectId.is_valid(mid)]  # the job names a bad id
+            ids = self._with_log(ids)
         outcomes = self.enqueuer.enqueue_many(ids)
         log.debug("stream %s: %d events: %s", spec.name, len(changes), dict(outcomes))
+
+    def _with_log(self, ids: list[str]) -> list[str]:
+        """Those messages whose log is there: seen by the other stream, else (until its memory can be
+        trusted) found in the database. The others' logs bring them."""
+        seen, unseen = self.recent_logs.split(ids)
+        valid = [ObjectId(mid) for mid in unseen if ObjectId.is_valid(mid)]
+        found = set() if self.recent_logs.trusted() else {str(o) for o in messages.with_communication(self.db, valid)}
+        metrics.BEFORE_LOG.inc(self.redis, len(valid) - len(found))
+        return [*seen, *(mid for mid in unseen if mid in found or not ObjectId.is_valid(mid))]  # a job names a bad id
 
     def _recover_history_lost(self, spec: StreamSpec, error: OperationFailure) -> None:
         metrics.HISTORY_LOST.inc(self.redis)

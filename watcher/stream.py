@@ -51,6 +51,8 @@ class StreamSpec:
     """Enqueue only messages that already have a log: without one, the log's own insert event brings them."""
     full_document: str | None = None
     """``updateLookup`` where update events must carry the document as it is now."""
+    names_logs: bool = False
+    """Its events are logs: the watcher remembers their messages (``watcher.recent``)."""
 
 
 STREAMS = (
@@ -67,7 +69,7 @@ STREAMS = (
         ],
         message_id=message_id_of_message,
         # The usual message has no log yet: a job now would claim, look, release and leave. A log written
-        # before the check below is found by it; one written after has its own event, once the message exists.
+        # before it was seen by the other stream (``watcher.recent``); one written after has its own event.
         only_with_log=True,
     ),
     StreamSpec(
@@ -81,6 +83,7 @@ STREAMS = (
         ],
         message_id=message_id_of_communication,
         full_document="updateLookup",
+        names_logs=True,
     ),
 )
 

@@ -1,0 +1,211 @@
+"""Database work per message: msgstatus against the polling job, side by side in one run.
+
+Commands are counted by the embedded server per client ``appName`` (serverStatus
+``wireCommandsByApp``): both systems connect as SYSTEM_APP, the rig's client (which
+writes the test traffic) gives none, so only the systems' own commands count. The server's CPU
+is read from /proc over the same window, less what the writer's inserts cost it
+(measured alone, in the same run), and reported in units of one plain
+``find_one_and_update`` measured in the same run: machines here vary ~4x from day
+to day, so only such ratios carry.
+
+Regimes: a burst (``burst`` messages and their logs written at once, the system
+running) and a trickle (``trickle`` messages one every ``gap`` s, each log right
+after its message). Each ends when every message is emitted (or at ``cap``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymongo
+from bson import ObjectId
+from pymongo.collection import Collection
+
+from bench.report import stamp
+from bench.rig import SYSTEM_APP, Rig, System, comm_doc, message_doc, offer, percentiles
+from msgstatus.harness import cpu_seconds
+from watcher.recent import TRUST_AFTER
+
+SECTION = "## Database work per message"
+
+STEADY_SHARE = 12
+"""The steady load is the plain-update rate divided by this."""
+
+
+@dataclass(frozen=True)
+class CostPlan:
+    burst: int = 1_000
+    trickle: int = 200
+    gap: float = 0.05
+    plain_updates: int = 2_000
+    steady_seconds: float = 20.0
+    cap: float = 180.0
+    """Seconds a regime may take before it counts as not done."""
+    settle: float = TRUST_AFTER + 1
+    """Seconds a started system runs before the measurement: start-up work (indexes, the first sweep) is not
+    the messages' cost, and the watcher is measured as it runs for days, its memory of seen logs trusted."""
+
+
+FULL_COST = CostPlan()
+
+QUICK_COST = CostPlan(burst=40, trickle=10, plain_updates=200, steady_seconds=0, cap=30, settle=0.5)
+"""Enough to see that the scenario runs (``--quick``); its figures mean little."""
+
+
+def server_cpu(rig: Rig) -> float:
+    return cpu_seconds(rig.servers[0].pid)
+
+
+def commands(rig: Rig, app: str) -> Counter[str]:
+    """Commands the server answered for clients named ``app`` so far."""
+    status = rig.client.admin.command("serverStatus")
+    return Counter(status.get("wireCommandsByApp", {}).get(app, {}))
+
+
+def plain_updates(rig: Rig, count: int) -> dict[str, float]:
+    """The server's CPU per plain find_one_and_update, and their rate, one client, one document."""
+    client: pymongo.MongoClient[dict[str, Any]]
+    with pymongo.MongoClient(rig.mongo_url, appName="bench-plain") as client:
+        collection: Collection[dict[str, Any]] = client.msgstatus.plain
+        collection.insert_one({"_id": 1, "n": 0})
+        for _ in range(50):  # warm: connection, code paths
+            collection.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}})
+        cpu, began = server_cpu(rig), time.perf_counter()
+        for _ in range(count):
+            collection.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}})
+        wall, used = time.perf_counter() - began, server_cpu(rig) - cpu
+        collection.drop()
+    return {"cpu_s": used / count, "rate": count / wall}
+
+
+def _write_burst(rig: Rig, count: int) -> None:
+    mids = [ObjectId() for _ in range(count)]
+    rig.db.support_messages.insert_many([message_doc(m) for m in mids])
+    rig.db.communications.insert_many([comm_doc(m) for m in mids])
+
+
+def _write_trickle(rig: Rig, count: int, gap: float) -> None:
+    began = time.monotonic()
+    for i in range(count):
+        mid = ObjectId()
+        rig.db.support_messages.insert_one(message_doc(mid))
+        rig.db.communications.insert_one(comm_doc(mid))
+        pause = began + (i + 1) * gap - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+
+
+def writes_alone(rig: Rig, write: Callable[[], None]) -> float:
+    """The server's CPU for the traffic alone, no system running (what a regime's figure is less)."""
+    rig.reset()
+    cpu = server_cpu(rig)
+    write()
+    return server_cpu(rig) - cpu
+
+
+def run_regime(rig: Rig, name: str, count: int, write: Callable[[], None], writes_cpu: float,
+               plan: CostPlan) -> dict[str, Any]:
+    """One system through one regime: its commands and server CPU per message, and how long it took."""
+    rig.reset()
+    system = System(name, rig, 2, True)
+    try:
+        system.ready()
+        time.sleep(plan.settle)
+        before_cpu, before = server_cpu(rig), commands(rig, SYSTEM_APP)
+        began = time.monotonic()
+        write()
+        deadline = began + plan.cap
+        while len({e.message_id for e in rig.receiver.emits}) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ended = time.monotonic()
+        used, after = server_cpu(rig) - before_cpu, commands(rig, SYSTEM_APP)
+    finally:
+        system.stop()
+    emitted = len({e.message_id for e in rig.receiver.emits})
+    spent = after - before
+    return {"emitted": emitted, "count": count, "seconds": ended - began,
+            "commands": {k: v / count for k, v in spent.most_common() if v},
+            "commands_per_message": sum(spent.values()) / count,
+            "cpu_per_message_s": max(used - writes_cpu, 0.0) / count}
+
+
+def bench_cost(rig: Rig, whole: Any, results: dict[str, Any]) -> None:
+    """Commands and database CPU per message, burst and trickle, both systems; then a steady load."""
+    plan: CostPlan = whole.cost
+    plain = plain_updates(rig, plan.plain_updates)
+    results["plain"] = plain
+    print(f"plain updates: {plain}", flush=True)
+    regimes = {
+        "burst": (plan.burst, lambda: _write_burst(rig, plan.burst)),
+        "trickle": (plan.trickle, lambda: _write_trickle(rig, plan.trickle, plan.gap)),
+    }
+    for regime, (count, write) in regimes.items():
+        alone = writes_alone(rig, write)
+        for name in ("msgstatus", "polling"):
+            got = run_regime(rig, name, count, write, alone, plan)
+            got["cpu_units"] = got["cpu_per_message_s"] / plain["cpu_s"]
+            got["rate_share"] = (got["emitted"] / got["seconds"]) / plain["rate"]
+            results.setdefault("cost", {})[(name, regime)] = got
+            print(f"cost {name} {regime}: {got}", flush=True)
+    if not plan.steady_seconds:
+        return
+    rate = plain["rate"] / STEADY_SHARE
+    rig.reset()
+    system = System("msgstatus", rig, 2, True)
+    try:
+        system.ready()
+        latencies, count = offer(rig, rate, plan.steady_seconds, 20)
+    finally:
+        system.stop()
+    results["steady"] = {"rate": rate, "count": count, "emitted": len(latencies), **percentiles(latencies)}
+    print(f"steady {rate:.1f}/s: {results['steady']}", flush=True)
+
+
+def cost_lines(results: dict[str, Any], plan: CostPlan) -> list[str]:
+    """The results file's section on database work per message."""
+    cost, plain = results.get("cost"), results.get("plain")
+    if not cost or not plain:
+        return []
+    out = ["", SECTION, "",
+           f"{stamp()}. Commands the systems sent (counted by the server per client), and the database "
+           f"server's CPU less the test traffic's own writes, per message, in units of one plain "
+           f"`find_one_and_update` of the same run ({plain['cpu_s'] * 1e3:.2f} ms of server CPU; "
+           f"{plain['rate']:.0f} plain updates/s). Burst: "
+           f"{plan.burst:,} messages and their logs written at once; trickle: {plan.trickle} messages one every "
+           f"{plan.gap * 1000:.0f} ms, each log right after its message. 2 SimpleWorkers each. "
+           "Rerun: `make bench` (or `python -m bench.compare --cost-only`).", "",
+           "| regime | system | emitted | commands / message | by command | server CPU / message (plain updates) "
+           "| drain rate / plain-update rate |", "|---|---|---:|---:|---|---:|---:|"]
+    for (name, regime), r in cost.items():
+        names = ", ".join(f"{k} {v:.2f}" for k, v in r["commands"].items())
+        out.append(f"| {regime} | {name} | {r['emitted']}/{r['count']} | {r['commands_per_message']:.2f} | "
+                   f"{names} | {r['cpu_units']:.2f} | {r['rate_share']:.2f} |")
+    for regime in ("burst", "trickle"):
+        ours, theirs = cost.get(("msgstatus", regime)), cost.get(("polling", regime))
+        if ours and theirs:
+            out.append(f"\n{regime.capitalize()}: msgstatus sends **{_ratio(ours, theirs, 'commands_per_message')}** "
+                       f"the polling job's commands per message and costs the database "
+                       f"**{_ratio(ours, theirs, 'cpu_units')}** its CPU per message.")
+    steady = results.get("steady")
+    if steady:
+        out.append(f"\nSteady load at 1/{STEADY_SHARE} of the plain-update rate ({steady['rate']:.1f} messages/s for "
+                   f"{plan.steady_seconds:.0f} s), msgstatus: {steady['emitted']}/{steady['count']} emitted, insert to "
+                   f"emit p50 {steady['p50']:.0f} ms, p99 **{steady['p99']:.0f} ms**, max {steady['max']:.0f} ms.")
+    return out
+
+
+def merge_into(path: Path, lines: list[str]) -> None:
+    """Put this section into an existing results file in place of its previous one (``--cost-only``)."""
+    text = path.read_text() if path.exists() else "# msgstatus vs the polling job it replaces\n"
+    head, found, rest = text.partition(f"\n{SECTION}\n")
+    after = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
+    path.write_text(head.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + after)
+
+
+def _ratio(ours: dict[str, Any], theirs: dict[str, Any], key: str) -> str:
+    return f"{ours[key] / theirs[key]:.2f}x" if theirs[key] else "-"
