@@ -55,8 +55,8 @@ class Plan:
 
 FULL = Plan(20, (10,), (25, 50, 100, 150, 200, 300, 400), 10, 150, 60, (150, 10_000), 60, (1, 2, 4), 500, 20,
             50_000, 60, (1_000, 10_000, 50_000))
-QUICK = Plan(3, (10,), (), 0, 0, 0, (150,), 10, (2,), 0, 0, 1_000, 3, (1_000,),
-             latency_runs=(("msgstatus", True), ("polling", True)), idle_settle=2, cost=QUICK_COST)
+QUICK = Plan(3, (10,), (), 0, 0, 0, (150,), 10, (2,), 0, 0, 1_000, 2, (1_000,),
+             latency_runs=(("msgstatus", True), ("polling", True)), idle_settle=1, cost=QUICK_COST)
 
 SYSTEMS = ("msgstatus", "polling")
 

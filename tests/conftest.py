@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
@@ -203,3 +204,21 @@ def queue(service: Service) -> Iterator[Queue]:
     r = redis.Redis.from_url(service.redis_url)
     yield status_queue(r)
     r.close()
+
+
+APP = "msgstatus-under-test"
+"""The appName the service's processes give where a test fails only their commands (``fail_point``)."""
+
+
+@pytest.fixture
+def fail_point(client) -> Iterator[Any]:
+    """Set failCommand for the service's processes only; turned off after the test."""
+
+    def configure(mode: Any, **data: Any) -> int:
+        """Set it; how often it fired since it was last set."""
+        reply = client.admin.command({"configureFailPoint": "failCommand", "mode": mode,
+                                      "data": {**data, "appName": APP}})
+        return int(reply["count"])
+
+    yield configure
+    client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})

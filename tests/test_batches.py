@@ -11,6 +11,8 @@ from rq.job import Job
 from core import metrics
 from jobs.queueing import Enqueuer, job_id, mark
 from tests import factories
+from tests.conftest import APP
+from tests.test_replica_failures import all_decided_once
 from tests.waiting import wait_until
 
 
@@ -132,3 +134,38 @@ def test_a_batch_behind_a_hanging_socket_service_starts_no_decision_its_claims_c
     result = ast.literal_eval(line.group(1))
     assert (result.get("retried"), result.get("handed-off")) == (8, 8), result
     receiver.behaviour.delay = 0.0
+
+
+def commits(client) -> int:
+    """Transactions the service's processes committed so far (the server counts them per appName)."""
+    return client.admin.command("serverStatus")["wireCommandsByApp"].get(APP, {}).get("commitTransaction", 0)
+
+
+def test_a_batchs_decisions_are_committed_together_in_waves(service, db, queue, receiver, client):
+    # Given 40 messages with their logs in one batch job
+    mids = pairs(db, 40)
+    assert Enqueuer(queue).enqueue_many([str(m) for m in mids]) == {"enqueued": 40}
+    before = commits(client)
+    # When a worker runs it
+    service.spawn("work", "--simple", MONGO_DB_URL=f"{service.mongo_url}&appName={APP}")
+    wait_until(lambda: decided_at(db, mids) == 40, 30, "all 40 to be decided")
+    # Then the decisions took far fewer transactions than messages, and each message was emitted once
+    assert commits(client) - before <= 40 // 2
+    wait_until(lambda: len(receiver.emits) >= 40, 5, "the emits")
+    assert sorted(e.message_id for e in receiver.emits) == sorted(str(m) for m in mids)
+
+
+def test_a_wave_whose_commit_fails_leaves_its_messages_to_be_tried_again_each_on_its_own(
+    service, db, queue, receiver, fail_point
+):
+    # Given a batch of 20 and the first commit of the service's transactions failing (a wave's)
+    mids = pairs(db, 20)
+    fail_point({"times": 1}, failCommands=["commitTransaction"], errorCode=112)
+    env = {"MONGO_DB_URL": f"{service.mongo_url}&appName={APP}"}
+    service.spawn("schedule", **env)  # moves the retries
+    service.spawn("work", "--simple", **env)
+    # When it runs
+    Enqueuer(queue).enqueue_many([str(m) for m in mids])
+    # Then every message is decided once; those of the failed wave were emitted again under the same key
+    all_decided_once(service, db, receiver, mids, 60)
+    assert fail_point("off") == 1

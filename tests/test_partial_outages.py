@@ -12,8 +12,8 @@ from tests import factories
 from tests.retry_schedule import early_retries
 from tests.waiting import wait_until
 
-BACKLOG = 60
-WINDOW = 15.0
+BACKLOG = 40
+WINDOW = 10.0
 
 
 def test_a_failing_socket_service_gets_no_more_retries_than_the_budget_whatever_the_backlog(

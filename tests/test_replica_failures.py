@@ -7,33 +7,16 @@ they meet the failure; every scenario ends with each message decided once and em
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 import redis
 
 from core import metrics
 from tests import factories
+from tests.conftest import APP
 from tests.test_watcher import active_watcher, catch_up_done
 from tests.waiting import wait_until
 
-APP = "msgstatus-under-test"
 MESSAGES = 5
-
-
-@pytest.fixture
-def fail_point(client) -> Iterator[Any]:
-    """Set failCommand for the service's processes only; turned off after the test."""
-
-    def configure(mode: Any, **data: Any) -> int:
-        """Set it; how often it fired since it was last set."""
-        reply = client.admin.command({"configureFailPoint": "failCommand", "mode": mode,
-                                      "data": {**data, "appName": APP}})
-        return int(reply["count"])
-
-    yield configure
-    client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
 def start(service) -> dict[str, str]:
