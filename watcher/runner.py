@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import signal
 import threading
 import time
@@ -14,7 +13,6 @@ from typing import Any
 
 import pymongo
 import redis
-from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 from rq import Queue
 from rq.exceptions import DuplicateJobError
@@ -22,13 +20,14 @@ from rq.exceptions import DuplicateJobError
 from core import metrics
 from core.defaults import SWEEP_QUEUE
 from core.settings import Settings
-from jobs import messages
 from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
 from jobs.sweep import run_sweep
 from watcher import roles
+from watcher.backoff import Backoff
+from watcher.events import Events
 from watcher.lock import LeaderLock
 from watcher.recent import RecentLogs
-from watcher.stream import STREAMS, BadEvent, StreamSpec, has_no_change_streams, is_history_lost
+from watcher.stream import STREAMS, StreamSpec, has_no_change_streams, is_history_lost
 from watcher.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -52,9 +51,6 @@ STATE_TTL = 3 * LOCK_TTL
 RENEW_EVERY = 1.0
 """Seconds between renewals of the leader lock (and standby attempts to take it)."""
 
-BACKOFF_MAX = 30.0
-"""Longest wait between reconnection attempts."""
-
 TOKEN_REFRESH = 10.0
 """Seconds after which an unchanged token is saved again, keeping its age a liveness signal."""
 
@@ -64,20 +60,6 @@ RECHECK_SWEEP_ONLY = 300.0
 STATE_KEY = "msgstatus:watcher:state"
 
 CATCH_UP_JOB_ID = "msgstatus-catch-up-sweep"
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    def __init__(self, base: float = 0.5, cap: float = BACKOFF_MAX) -> None:
-        self.base, self.cap, self.failures = base, cap, 0
-
-    def next(self) -> float:
-        self.failures += 1
-        return random.uniform(0, min(self.cap, self.base * 2 ** (self.failures - 1)))
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Watcher:
@@ -96,6 +78,7 @@ class Watcher:
         self.lock = LeaderLock(self.redis, LOCK_TTL)
         self.enqueuer = Enqueuer(status_queue(self.redis))
         self.recent_logs = RecentLogs()
+        self.events = Events(self.redis, self.db, self.enqueuer, self.recent_logs)
         self.stopping = threading.Event()
         self.leading = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -252,7 +235,7 @@ class Watcher:
                     # What the last getMore brought is already here: taken together, enqueued in batches.
                     while len(changes) < BATCH_SIZE and _buffered(stream) and (more := stream.try_next()):
                         changes.append(more)
-                    self._handle(spec, [c for c in changes if c.get("operationType") != "invalidate"])
+                    self.events.handle(spec, [c for c in changes if c.get("operationType") != "invalidate"])
                 if not stream.alive:  # invalidated: the collection was dropped or renamed; it may come back
                     log.warning("stream %s: invalidated (its collection was dropped or renamed); starting "
                                 "again after the invalidate", spec.name)
@@ -277,31 +260,6 @@ class Watcher:
             yield
         finally:
             self.recent_logs.closed()
-
-    def _handle(self, spec: StreamSpec, changes: list[dict[str, Any]]) -> None:
-        metrics.CHANGE_EVENTS.inc(self.redis, len(changes), stream=spec.name)
-        ids = []
-        for change in changes:
-            try:
-                ids.append(spec.message_id(change))
-            except (BadEvent, KeyError, TypeError) as error:
-                metrics.BAD_EVENTS.inc(self.redis)
-                log.warning("stream %s: skipped an event: %s", spec.name, error)
-        if spec.names_logs:
-            self.recent_logs.saw(ids)
-        if spec.only_with_log and ids:
-            ids = self._with_log(ids)
-        outcomes = self.enqueuer.enqueue_many(ids)
-        log.debug("stream %s: %d events: %s", spec.name, len(changes), dict(outcomes))
-
-    def _with_log(self, ids: list[str]) -> list[str]:
-        """Those messages whose log is there: seen by the other stream, else (until its memory can be
-        trusted) found in the database. The others' logs bring them."""
-        seen, unseen = self.recent_logs.split(ids)
-        valid = [ObjectId(mid) for mid in unseen if ObjectId.is_valid(mid)]
-        found = set() if self.recent_logs.trusted() else {str(o) for o in messages.with_communication(self.db, valid)}
-        metrics.BEFORE_LOG.inc(self.redis, len(valid) - len(found))
-        return [*seen, *(mid for mid in unseen if mid in found or not ObjectId.is_valid(mid))]  # a job names a bad id
 
     def _recover_history_lost(self, spec: StreamSpec, error: OperationFailure) -> None:
         metrics.HISTORY_LOST.inc(self.redis)
