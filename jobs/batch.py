@@ -37,11 +37,12 @@ from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
 from jobs.retries import too_soon
 from jobs.status import (
+    account_of,
     after_outside_failure,
     count_outcome,
-    emit_identity,
     notice_late_change,
     release_quietly,
+    require_sender,
     spend_on_retry,
 )
 
@@ -164,7 +165,8 @@ def _emit(
     try:
         if slow:
             spend_on_retry(oid)
-        account_id = emit_identity(oid, message, communication)
+        account_id = account_of(oid, communication)
+        require_sender(oid, message)
         decided = decision(message, token, communication, messages.now())
         emit_update(res.http, res.settings.require_socket(), decided.after, account_id, res.settings.app_secret,
                     communication["_id"])

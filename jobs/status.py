@@ -204,29 +204,32 @@ def spend_on_retry(oid: ObjectId) -> None:
 def decide_and_emit(oid: ObjectId, token: str, communication: dict[str, Any]) -> Outcome:
     """Under our claim: write the decision and emit it before the commit, in one transaction of its own."""
     res = context.resources()
-    if communication.get("account_id") is None:  # before the transaction: nothing to undo
-        emit_identity(oid, {}, communication)
+    account_id = account_of(oid, communication)
     socket = res.settings.require_socket()
     with res.client.start_session() as session, session.start_transaction():
         updated = decide(res.db, oid, token, communication, session)
         if updated is None:
             session.abort_transaction()
             return "skipped"  # our lease ran out and another worker took the message
-        account_id = emit_identity(oid, updated, communication)
+        require_sender(oid, updated)
         # Emit before commit, as the seed does: a failed emit leaves the message undecided.
         emit_update(res.http, socket, updated, account_id, res.settings.app_secret, communication["_id"])
     metrics.INSERT_TO_EMIT.observe(res.redis, (messages.now() - messages.inserted_at(communication)).total_seconds())
     return "delivered" if updated["delivered"] else "undelivered"
 
 
-def emit_identity(oid: ObjectId, message: dict[str, Any], communication: dict[str, Any]) -> str:
-    """The account the emit is made for; BadMessage if the log names none or the message no conversation."""
+def account_of(oid: ObjectId, communication: dict[str, Any]) -> str:
+    """The account the emit is made for; BadMessage if the log names none."""
     account_id = communication.get("account_id")
     if account_id is None:
         raise BadMessage(f"communication {communication['_id']} for message {oid} has no account_id")
+    return str(account_id)
+
+
+def require_sender(oid: ObjectId, message: dict[str, Any]) -> None:
+    """BadMessage if the message names no conversation (its ``sender_id``) to notify."""
     if message.get("sender_id") is None:
         raise BadMessage(f"message {oid} has no sender_id: no conversation to notify")
-    return str(account_id)
 
 
 def _release(oid: ObjectId, lease: messages.Claim | None) -> None:
