@@ -13,7 +13,7 @@ from jobs.queueing import Enqueuer, job_id, mark
 from tests import factories
 from tests.conftest import APP
 from tests.test_replica_failures import all_decided_once
-from tests.waiting import wait_until
+from tests.waiting import settled, wait_until
 
 
 def pairs(db, count: int, **comm) -> list:
@@ -99,6 +99,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_emits_again_only_what_it_ha
     wait_until(lambda: receiver.requests >= 10, 20, "the batch to be under way")
     # When the worker is SIGKILLed mid-batch
     service.kill(worker)
+    # Requests it sent before it died may still be on their way into the receiver: they land before the
+    # next worker starts, so that each counts as sent before the kill
+    settled(lambda: receiver.requests, 0.3, 5, "the killed worker's last requests to land")
     killed = time.time()
     decided_before = {d["_id"] for d in db.support_messages.find({"_id": {"$in": mids}, "delivered": True})}
     receiver.behaviour.delay = 0

@@ -25,3 +25,17 @@ def holds_for(check: Callable[[], object], seconds: float, what: str, interval: 
         if not check():
             raise AssertionError(f"{what} stopped holding")
         time.sleep(interval)
+
+
+def settled[T](value: Callable[[], T], quiet: float, timeout: float, what: str, interval: float = 0.05) -> T:
+    """``value()`` once it has stayed the same for ``quiet`` seconds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+        current = value()
+        if current != last:
+            last, since = current, time.monotonic()
+    return last
