@@ -60,6 +60,10 @@ MOVED_PATH = "/moved/emit"
 
 
 class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 overflows when two workers emit 8 at a time each, and Linux then
+    # resets some of the connections: failures the socket service never meant.
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away mid-answer (a killed worker, a timed-out emit) is not news.
         if not isinstance(sys.exc_info()[1], ConnectionError):

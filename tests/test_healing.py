@@ -34,6 +34,15 @@ def held_for_retry(db) -> int:
     return count(db, {f"{HOLD}.kind": "retry", "delivered": {"$exists": False}})
 
 
+def failed_jobs(queue) -> list[tuple[str, str]]:
+    """Each job in the failed registry with the end of its error, for an assertion's message."""
+    failed = []
+    for jid in queue.failed_job_registry.get_job_ids():
+        result = Job.fetch(jid, connection=queue.connection).latest_result()
+        failed.append((jid, (result.exc_string or "")[-300:] if result else "no result"))
+    return failed
+
+
 def test_messages_refused_with_401_are_decided_within_one_slow_retry_after_the_socket_accepts_again(
     service, db, queue, receiver
 ):
@@ -48,7 +57,7 @@ def test_messages_refused_with_401_are_decided_within_one_slow_retry_after_the_s
         factories.communication(db, mid)
     # When every fast attempt has failed: each message waits for its slow retry, none is parked
     wait_until(lambda: held_for_retry(db) == 200, 90, "200 messages waiting for a slow retry")
-    assert queue.failed_job_registry.count == 0
+    assert queue.failed_job_registry.count == 0, failed_jobs(queue)
     # and the socket service accepts again, with no operator doing anything
     receiver.behaviour.status = 200
     accepted = time.monotonic()
@@ -57,7 +66,8 @@ def test_messages_refused_with_401_are_decided_within_one_slow_retry_after_the_s
                "all 200 messages to be delivered")
     healed = time.monotonic() - accepted
     print(f"200 messages healed {healed:.1f}s after the socket service accepted again (slow retry {slow}s)")
-    assert held_for_retry(db) == 0 and queue.failed_job_registry.count == 0
+    assert held_for_retry(db) == 0
+    assert queue.failed_job_registry.count == 0, failed_jobs(queue)
     assert len({e.message_id for e in receiver.emits}) == 200
 
 
