@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from bson import ObjectId
@@ -30,26 +30,24 @@ from redis.exceptions import RedisError
 
 from core import metrics
 from core.defaults import EMIT_TIMEOUT
-from jobs import context, messages, wakeup
-from jobs.decisions import Decision, commit_wave, decision
+from jobs import communications, context, messages, wakeup
+from jobs.decisions import Decision, account_of, commit_wave, decision, require_sender
 from jobs.emit import emit_update
 from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
 from jobs.retries import too_soon
 from jobs.status import (
-    account_of,
     after_outside_failure,
     count_outcome,
     notice_late_change,
     release_quietly,
-    require_sender,
     spend_on_retry,
 )
 
 log = logging.getLogger(__name__)
 
 CONCURRENCY = 8
-"""Decisions (each a transaction and an emit) one worker process runs side by side."""
+"""Decisions (each an emit, then its place in a wave's commit) one worker process runs side by side."""
 
 ATTEMPT_TIME = EMIT_TIMEOUT + 5.0
 """Seconds one decision may take at most (its emit's timeout, the lookups, the commit): a batch starts none
@@ -96,7 +94,7 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
         messages.release_many(res.db, list(soon), token)
         outcomes["retry-pending"] = len(soon)
         held = {oid: doc for oid, doc in held.items() if oid not in soon}
-        logs = messages.communications_for(res.db, list(held))
+        logs = communications.communications_for(res.db, list(held))
         waiting = [oid for oid in held if oid not in logs]
         messages.release_many(res.db, waiting, token)
         outcomes["waiting"] = len(waiting)
@@ -131,11 +129,19 @@ def _decide_in_waves(
 
     Each message is emitted before the commit that decides it; a failed emit leaves only its own message
     undecided; a slow one holds up neither its neighbours' emits nor their commits (the next wave goes
-    without it). What happened to each message.
+    without it). A message's place goes to the next one only once its wave is committed, so at most
+    CONCURRENCY messages are ever emitted and undecided: all that a killed worker can leave to be emitted
+    again. What happened to each message.
     """
     outcomes: dict[ObjectId, str] = {}
-    pending = {_pool_here().submit(_emit, enqueuer, oid, token, held[oid], logs[oid], starts_by): oid
-               for oid in held}
+    waiting = iter(held)
+    pending: dict[Future[Decision | str], ObjectId] = {}
+
+    def fill() -> None:
+        while len(pending) < CONCURRENCY and (oid := next(waiting, None)) is not None:
+            pending[_pool_here().submit(_emit, enqueuer, oid, token, held[oid], logs[oid], starts_by)] = oid
+
+    fill()
     while pending:
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
         wave = []
@@ -148,6 +154,7 @@ def _decide_in_waves(
                 outcomes[oid] = result
         if wave:
             outcomes.update(_commit(enqueuer, token, wave, held, logs))
+        fill()
     return outcomes
 
 

@@ -92,24 +92,17 @@ def due(at: datetime) -> dict[str, Any]:
     return {**TRACKED, f"{HOLD}.until": {"$lte": at}, **unclaimed(at)}
 
 
-MONGOOSE_TRUE = frozenset({True, "true", "1", "yes"})
-"""What a Mongoose Boolean field casts to true (its convertToTrue, in which 1 is True); any other value it
-casts to false or leaves unset, and the seed's ``if (communication._doc.success)`` decides not delivered."""
-
-
-def is_delivery(success: Any) -> bool:
-    """The seed's test of a log's ``success``, as Mongoose casts it (case-sensitive: "TRUE" is not true)."""
-    # Numbers compare by value, as in JavaScript (1.0 and Int64(1) are 1); other types are never true.
-    return isinstance(success, bool | int | float | str) and success in MONGOOSE_TRUE
-
-
 @dataclass(frozen=True)
 class Claim:
-    """Our lease on a message; ``taken_over`` when it replaced a dead or expired claim; ``hold`` as found."""
+    """Our lease on a message; ``taken_over`` when it replaced a dead or expired claim; the message as found."""
 
     token: str
     taken_over: bool
-    hold: dict[str, Any] | None
+    message: dict[str, Any]
+
+    @property
+    def hold(self) -> dict[str, Any] | None:
+        return self.message.get(HOLD)
 
     @property
     def slow_retry(self) -> bool:
@@ -136,14 +129,12 @@ def claim(
     ttl: float,
     alive: Callable[[str], bool],
 ) -> Claim | str | None:
-    """Lease a tracked message for ``ttl`` seconds under ``token``: our Claim, LEASED while another live
-    job holds it, or None if decided or not tracked. A claim whose job is dead is taken over."""
+    """Lease a tracked message for ``ttl`` seconds under ``token``: our Claim (with the message as it was
+    found), LEASED while another live job holds it, or None if decided or not tracked. A claim whose job
+    is dead is taken over."""
     at = now()
     lease = {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}
-    fields = {CLAIM: 1, HOLD: 1}
-    before = db[MESSAGES].find_one_and_update(
-        {"_id": message_id, **TRACKED, **unclaimed(at)}, {"$set": lease}, projection=fields
-    )
+    before = db[MESSAGES].find_one_and_update({"_id": message_id, **TRACKED, **unclaimed(at)}, {"$set": lease})
     if before is None:
         current = db[MESSAGES].find_one({"_id": message_id, **TRACKED}, {f"{CLAIM}.token": 1})
         if current is None:
@@ -152,11 +143,11 @@ def claim(
         if holder is None or alive(holder):
             return LEASED
         before = db[MESSAGES].find_one_and_update(
-            {"_id": message_id, **TRACKED, f"{CLAIM}.token": holder}, {"$set": lease}, projection=fields
+            {"_id": message_id, **TRACKED, f"{CLAIM}.token": holder}, {"$set": lease}
         )
         if before is None:
             return LEASED
-    return Claim(token, taken_over=CLAIM in before, hold=before.get(HOLD))
+    return Claim(token, taken_over=CLAIM in before, message=before)
 
 
 def claim_many(
@@ -168,6 +159,11 @@ def claim_many(
     lease = {CLAIM: {"token": token, "until": at + timedelta(seconds=ttl)}}
     db[MESSAGES].update_many({"_id": {"$in": message_ids}, **TRACKED, **unclaimed(at)}, {"$set": lease})
     return {doc["_id"]: doc for doc in db[MESSAGES].find({"_id": {"$in": message_ids}, f"{CLAIM}.token": token})}
+
+
+def under_claim(db: Database, message_id: ObjectId, token: str) -> dict[str, Any] | None:  # type: ignore[type-arg]
+    """The message as it is now, if still tracked and under our claim ``token``."""
+    return db[MESSAGES].find_one({"_id": message_id, **TRACKED, f"{CLAIM}.token": token})
 
 
 def release_many(db: Database, message_ids: list[ObjectId], token: str) -> None:  # type: ignore[type-arg]
@@ -248,48 +244,6 @@ def wake(db: Database, at: datetime) -> int:  # type: ignore[type-arg]
         {**TRACKED, f"{HOLD}.until": {"$gt": at}}, {"$set": {f"{HOLD}.until": at}}
     )
     return result.modified_count
-
-
-def communication_for(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
-    """The message's communication log: a successful one if any, else the latest."""
-    return communications_for(db, [message_id]).get(message_id)
-
-
-def disagreement(message: dict[str, Any], communication: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Where a decided message's log now says otherwise: ``{delivered, communication_id}`` (else None)."""
-    if "delivered" not in message or communication is None:
-        return None
-    says = is_delivery(communication.get("success"))
-    return None if says == message["delivered"] else {"delivered": says, "communication_id": communication["_id"]}
-
-
-def late_change(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  # type: ignore[type-arg]
-    """For a decided tracked-kind message, what its log now says where that differs from the decision."""
-    message = db[MESSAGES].find_one({"_id": message_id, **KIND, "delivered": {"$exists": True}}, {"delivered": 1})
-    return disagreement(message, communication_for(db, message_id)) if message is not None else None
-
-
-def communications_for(db: Database, message_ids: list[ObjectId]) -> dict[ObjectId, dict[str, Any]]:  # type: ignore[type-arg]
-    """Each message's communication log (a successful one if any, else the latest), in one query."""
-    # Some writers store the id as its 24-hex string.
-    keys: list[Any] = [*message_ids, *map(str, message_ids)]
-    found: dict[ObjectId, list[dict[str, Any]]] = {}
-    for log in db[COMMUNICATIONS].find({"conv_message_id": {"$in": keys}}):
-        named = log["conv_message_id"]
-        found.setdefault(named if isinstance(named, ObjectId) else ObjectId(named), []).append(log)
-    chosen = {}
-    for oid, logs in found.items():
-        successful = [log for log in logs if is_delivery(log.get("success"))]
-        chosen[oid] = max(successful or logs, key=lambda log: log["_id"])
-    return chosen
-
-
-def with_communication(db: Database, message_ids: list[ObjectId]) -> set[ObjectId]:  # type: ignore[type-arg]
-    """Those of ``message_ids`` that some communication log names (by ObjectId or 24-hex string)."""
-    keys: list[Any] = [*message_ids, *map(str, message_ids)]
-    found = db[COMMUNICATIONS].find({"conv_message_id": {"$in": keys}}, {"conv_message_id": 1, "_id": 0})
-    named = {doc["conv_message_id"] for doc in found}
-    return {oid for oid in message_ids if oid in named or str(oid) in named}
 
 
 def inserted_at(document: dict[str, Any]) -> datetime:

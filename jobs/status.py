@@ -1,4 +1,4 @@
-"""The status job: claim a message, find its communication log, decide it and emit, in one transaction.
+"""The status job: claim a message, find its communication log, emit its decision, then write it.
 
 What happens after a failure depends on where its cause lies. Bad data in the
 message or its log (``errors.BadMessage``) parks the message for an operator:
@@ -28,9 +28,8 @@ from rq import Retry, get_current_job
 from rq.timeouts import JobTimeoutException
 
 from core import metrics
-from jobs import budget, context, leases, messages, wakeup
-from jobs.decisions import decide
-from jobs.emit import emit_update
+from jobs import budget, communications, context, leases, messages, wakeup
+from jobs.decisions import decide_and_emit
 from jobs.errors import BadMessage, RetryableError, Shed, describe
 from jobs.queueing import FINAL, job_id, note_error
 from jobs.retries import not_before, retry_delay, too_soon
@@ -133,7 +132,7 @@ def notice_late_change(oid: ObjectId) -> None:
     """A decided message whose log now says otherwise: counted once per change; the message is not touched."""
     res = context.resources()
     try:  # a note for operators, never in the way of the job (or of its batch)
-        change = messages.late_change(res.db, oid)
+        change = communications.late_change(res.db, oid)
         if change is None:
             return
         said = f"{change['communication_id']}:{change['delivered']}"
@@ -179,14 +178,14 @@ def _claim(oid: ObjectId, token: str) -> messages.Claim | str | None:
 
 def _decide_and_emit(oid: ObjectId, lease: messages.Claim) -> Outcome:
     res = context.resources()
-    communication = messages.communication_for(res.db, oid)
+    communication = communications.communication_for(res.db, oid)
     if communication is None:
         # The provider's callback has not arrived; its insert brings the message back.
         messages.release(res.db, oid, lease.token)
         return "waiting"
     if _is_retry(lease):
         spend_on_retry(oid)
-    return decide_and_emit(oid, lease.token, communication)
+    return decide_and_emit(oid, lease.token, lease.message, communication)
 
 
 def _is_retry(lease: messages.Claim) -> bool:
@@ -199,37 +198,6 @@ def spend_on_retry(oid: ObjectId) -> None:
     """Before a retry's emit: Shed if the socket service is failing and the retry budget is spent."""
     if not budget.allow_retry(context.resources().redis):
         raise Shed(f"not sent: the socket service is failing and the retry budget is spent (message {oid})")
-
-
-def decide_and_emit(oid: ObjectId, token: str, communication: dict[str, Any]) -> Outcome:
-    """Under our claim: write the decision and emit it before the commit, in one transaction of its own."""
-    res = context.resources()
-    account_id = account_of(oid, communication)
-    socket = res.settings.require_socket()
-    with res.client.start_session() as session, session.start_transaction():
-        updated = decide(res.db, oid, token, communication, session)
-        if updated is None:
-            session.abort_transaction()
-            return "skipped"  # our lease ran out and another worker took the message
-        require_sender(oid, updated)
-        # Emit before commit, as the seed does: a failed emit leaves the message undecided.
-        emit_update(res.http, socket, updated, account_id, res.settings.app_secret, communication["_id"])
-    metrics.INSERT_TO_EMIT.observe(res.redis, (messages.now() - messages.inserted_at(communication)).total_seconds())
-    return "delivered" if updated["delivered"] else "undelivered"
-
-
-def account_of(oid: ObjectId, communication: dict[str, Any]) -> str:
-    """The account the emit is made for; BadMessage if the log names none."""
-    account_id = communication.get("account_id")
-    if account_id is None:
-        raise BadMessage(f"communication {communication['_id']} for message {oid} has no account_id")
-    return str(account_id)
-
-
-def require_sender(oid: ObjectId, message: dict[str, Any]) -> None:
-    """BadMessage if the message names no conversation (its ``sender_id``) to notify."""
-    if message.get("sender_id") is None:
-        raise BadMessage(f"message {oid} has no sender_id: no conversation to notify")
 
 
 def _release(oid: ObjectId, lease: messages.Claim | None) -> None:

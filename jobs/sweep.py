@@ -18,7 +18,7 @@ from rq.exceptions import DuplicateJobError
 
 from core import metrics
 from core.defaults import SWEEP_BATCH, SWEEP_QUEUE
-from jobs import context, leases, messages
+from jobs import communications, context, leases, messages
 from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _enqueue_page(
     """Enqueue the page's messages that have a log, together, and retire those ``past`` the log horizon
     without one; True once ``batch`` are enqueued."""
     result.examined += len(page)
-    named = messages.with_communication(db, page) if page else set()
+    named = communications.with_communication(db, page) if page else set()
     chosen = [str(oid) for oid in page if oid in named][: max(0, batch - result.enqueued)]
     result.with_log += len(chosen)
     result.outcomes.update(enqueuer.enqueue_many(chosen))

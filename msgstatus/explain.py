@@ -15,7 +15,7 @@ from rq.job import Job
 
 from core.defaults import QUEUE
 from core.settings import Settings
-from jobs import leases, messages
+from jobs import communications, leases, messages
 from jobs.queueing import FINAL, LAST_ERROR, follow_up_id, job_id, mark
 from msgstatus.status import sweep_age, sweeps_stopped
 
@@ -34,7 +34,7 @@ def explain(settings: Settings, connection: redis.Redis, db: Database, message_i
         return {"id": message_id, "exit": UNKNOWN,
                 "summary": f"no message {message_id} in {settings.database}.{messages.MESSAGES}"}
     logs = list(db[messages.COMMUNICATIONS].find({"conv_message_id": {"$in": [oid, message_id]}}).sort("_id", 1))
-    chosen = messages.communications_for(db, [oid]).get(oid)
+    chosen = communications.communications_for(db, [oid]).get(oid)
     report: dict[str, Any] = {
         "id": message_id,
         "tracked": not left_out(message),
@@ -71,7 +71,8 @@ def _when(value: Any) -> str | None:
 
 def _log(log: dict[str, Any], chosen: dict[str, Any] | None) -> dict[str, Any]:
     return {
-        "id": str(log["_id"]), "success": log.get("success"), "delivery": messages.is_delivery(log.get("success")),
+        "id": str(log["_id"]), "success": log.get("success"),
+        "delivery": communications.is_delivery(log.get("success")),
         "account_id": str(log["account_id"]) if log.get("account_id") is not None else None,
         "provider": log.get("provider"), "written": _when(messages.inserted_at(log)),
         "decides": chosen is not None and log["_id"] == chosen["_id"],
@@ -83,7 +84,7 @@ def _decision(message: dict[str, Any], chosen: dict[str, Any] | None) -> dict[st
         return None
     metadata = message.get("metadata")
     cid = metadata.get("communication_id") if isinstance(metadata, dict) else None
-    late = messages.disagreement(message, chosen)
+    late = communications.disagreement(message, chosen)
     return {"delivered": message["delivered"], "when": _when(message.get(messages.DECIDED_AT)),
             "communication_id": str(cid) if cid is not None else None,
             # The log came to say otherwise after the decision, which stands (the seed never rewrites one)

@@ -13,7 +13,7 @@ from rq import Queue
 from core import metrics
 from core.defaults import QUEUE
 from core.settings import Settings
-from jobs import messages
+from jobs import communications, messages
 from jobs.sweep import last_sweep
 from msgstatus.idle import DISABLED
 from watcher.lock import LeaderLock
@@ -86,7 +86,7 @@ def log_split(db: Database, horizon: int, held_count: int) -> dict[str, Any]:  #
     collection = db[messages.MESSAGES]
     since = messages.now() - timedelta(seconds=horizon)
     unheld = list(collection.find(messages.sweepable(), {"created": 1}))
-    named = messages.with_communication(db, [doc["_id"] for doc in unheld]) if unheld else set()
+    named = communications.with_communication(db, [doc["_id"] for doc in unheld]) if unheld else set()
     with_log = [doc for doc in unheld if doc["_id"] in named]
     waiting = [doc for doc in unheld if doc["_id"] not in named]
     # Past the horizon: retired by a sweep, or not yet (the next sweep retires it)

@@ -9,6 +9,7 @@ import time
 from rq.job import Job
 
 from core import metrics
+from jobs import batch
 from jobs.queueing import Enqueuer, job_id, mark
 from tests import factories
 from tests.conftest import APP
@@ -107,7 +108,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_emits_again_only_what_it_ha
     receiver.behaviour.delay = 0
     service.spawn("work")
     # Then every message is decided, and only messages emitted before the kill but not yet decided
-    # (the documented at-least-once window) are emitted twice
+    # (the documented at-least-once window, at most one wave's places) are emitted twice
     wait_until(lambda: decided_at(db, mids) == 40, 30, "all 40 to be decided")
     wait_until(lambda: {e.message_id for e in receiver.emits} >= {str(m) for m in mids}, 5, "every emit")
     emits: dict[str, list[float]] = {}
@@ -117,6 +118,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_emits_again_only_what_it_ha
     for mid, times in twice.items():
         assert min(times) <= killed, f"{mid} was emitted twice without having been emitted before the kill"
         assert mid not in {str(m) for m in decided_before}, f"{mid} was emitted again after its decision"
+    assert len(twice) <= batch.CONCURRENCY, f"{len(twice)} emitted undecided at once, over {batch.CONCURRENCY}"
     print(f"{len(twice)} of 40 emitted twice (in flight when the worker was killed)")
 
 
@@ -172,3 +174,28 @@ def test_a_wave_whose_commit_fails_leaves_its_messages_to_be_tried_again_each_on
     # Then every message is decided once; those of the failed wave were emitted again under the same key
     all_decided_once(service, db, receiver, mids, 60)
     assert fail_point("off") == 1
+
+
+def test_a_batch_whose_commits_are_slow_never_has_more_than_one_wave_of_messages_emitted_and_undecided(
+    service, db, queue, receiver, fail_point
+):
+    # Given 40 messages in one batch job, and each commit of the service's transactions held up 300 ms
+    mids = pairs(db, 40)
+    fail_point("alwaysOn", failCommands=["commitTransaction"], blockConnection=True, blockTimeMS=300)
+    Enqueuer(queue).enqueue_many([str(m) for m in mids])
+    # When a worker runs it
+    service.spawn("work", "--simple", MONGO_DB_URL=f"{service.mongo_url}&appName={APP}")
+    # Then, all along, at most one wave's places of messages are emitted and not yet decided (what a worker
+    # killed at that moment would leave to be emitted again)
+    most = 0
+
+    def all_decided() -> bool:
+        nonlocal most
+        emitted = len({e.message_id for e in receiver.emits})  # read first: a decided message was emitted before
+        decided = decided_at(db, mids)
+        most = max(most, emitted - decided)
+        return decided == 40
+
+    wait_until(all_decided, 60, "all 40 to be decided", interval=0.02)
+    assert most <= batch.CONCURRENCY, f"{most} messages were emitted and undecided at once"
+    assert fail_point("off") >= 40 // batch.CONCURRENCY

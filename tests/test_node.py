@@ -14,7 +14,7 @@ import pytest
 from bson import Decimal128, Int64, ObjectId
 
 from embedded.processes import free_port, msgstatus_argv
-from jobs.messages import is_delivery
+from jobs.communications import is_delivery
 from tests import factories
 from tests.conftest import SECRET
 from tests.test_watcher import _redis_with_leader

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from core import metrics
+from jobs.queueing import Enqueuer
 from tests import factories
 from tests.conftest import APP
 from tests.test_watcher import active_watcher, catch_up_done
@@ -53,29 +54,56 @@ def all_decided_once(service, db, receiver, mids: list, within: float, before: i
         assert 1 <= len(emits) <= 2 and len({e.headers["idempotency-key"] for e in emits}) == 1, (mid, emits)
 
 
-@pytest.mark.parametrize("failure", [
+FAILURES = [
     pytest.param({"errorCode": 11602}, id="election-InterruptedDueToReplStateChange"),
     pytest.param({"errorCode": 10107}, id="election-NotWritablePrimary"),
-    pytest.param({"closeConnection": True}, id="connection-closed-unknown-commit-result"),
+    pytest.param({"closeConnection": True}, id="connection-closed-unknown-result"),
     pytest.param({"blockConnection": True, "blockTimeMS": 3000}, id="primary-blocked-3s"),
-])
-def test_a_commit_that_meets_an_election_a_lost_reply_or_a_stalled_primary_decides_each_message_once(
-    service, db, receiver, fail_point, failure
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_decisions_write_that_meets_an_election_a_lost_reply_or_a_stalled_primary_decides_each_message_once(
+    service, db, queue, receiver, fail_point, failure
 ):
-    # Given the service running, and the next two commits of its transactions failing
-    start(service)
-    fail_point({"times": 2}, failCommands=["commitTransaction"], **failure)
-    # When messages and their logs arrive
+    # Given a worker, and the next two updates it sends failing (a decision's write, and the driver's one
+    # retry of that retryable write)
+    service.spawn("work", "--simple", MONGO_DB_URL=f"{service.mongo_url}&appName={APP}")
+    service.spawn("schedule", MONGO_DB_URL=f"{service.mongo_url}&appName={APP}")  # moves the fast retries
+    fail_point({"times": 2}, failCommands=["update"], **failure)
+    # When messages and their logs arrive, each with a job of its own
     mids = write(db)
-    # Then each is decided once (the driver retries a commit once; the job retries the rest)
+    for mid in mids:
+        Enqueuer(queue).enqueue(str(mid))
+    # Then each is decided once (the job retries what the driver did not)
     all_decided_once(service, db, receiver, mids, 60)
     assert fail_point("off") == 2
 
 
-def test_a_write_conflict_on_the_decision_is_retried_and_decides_the_message_once(service, db, receiver, fail_point):
-    # Given every findAndModify of the service answered with a write conflict until it is lifted
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_waves_commit_that_meets_an_election_a_lost_reply_or_a_stalled_primary_decides_each_message_once(
+    service, db, receiver, fail_point, failure
+):
+    # Given workers and the sweep, and the next two commits of their transactions failing (a wave's commit,
+    # and the driver's one retry of it)
+    env = {"MONGO_DB_URL": f"{service.mongo_url}&appName={APP}", "SWEEP_INTERVAL": "1"}
+    service.spawn("work", "--simple", **env)
+    fail_point({"times": 2}, failCommands=["commitTransaction"], **failure)
+    # When messages and their logs are there, which a sweep enqueues together as one batch
+    mids = write(db)
+    service.spawn("schedule", **env)
+    # Then each is decided once (those of the failed wave by jobs of their own)
+    all_decided_once(service, db, receiver, mids, 60)
+    assert fail_point("off") == 2
+
+
+def test_write_conflicts_on_the_claim_and_the_decision_are_retried_and_decide_each_message_once(
+    service, db, receiver, fail_point
+):
+    # Given every findAndModify (a claim) and update (a decision, a batch's claims) of the service answered
+    # with a write conflict until it is lifted
     start(service)
-    fail_point("alwaysOn", failCommands=["findAndModify"], errorCode=112)
+    fail_point("alwaysOn", failCommands=["findAndModify", "update"], errorCode=112)
     mids = write(db, 2)
     wait_until(lambda: "WriteConflict" in service.log_text(), 30, "a conflict in the service's log")
     # When the conflicts stop

@@ -11,7 +11,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from core import metrics
-from jobs import messages
+from jobs import communications
 from jobs.queueing import Enqueuer
 from watcher.recent import RecentLogs
 from watcher.stream import BadEvent, StreamSpec
@@ -48,6 +48,8 @@ class Events:
         trusted) found in the database. The others' logs bring them."""
         seen, unseen = self.recent_logs.split(ids)
         valid = [ObjectId(mid) for mid in unseen if ObjectId.is_valid(mid)]
-        found = set() if self.recent_logs.trusted() else {str(o) for o in messages.with_communication(self.db, valid)}
+        found: set[str] = set()
+        if not self.recent_logs.trusted():
+            found = {str(o) for o in communications.with_communication(self.db, valid)}
         metrics.BEFORE_LOG.inc(self.redis, len(valid) - len(found))
         return [*seen, *(mid for mid in unseen if mid in found or not ObjectId.is_valid(mid))]  # a job names a bad id
