@@ -16,9 +16,11 @@ import redis
 
 from core import metrics
 from core.defaults import SWEEP_QUEUE
+from jobs.queueing import Enqueuer
 from tests import factories
 from tests.conftest import HOST, SECRET, Service, start_mongo
 from tests.waiting import wait_until
+from watcher.events import BACKLOG
 from watcher.lock import LeaderLock
 from watcher.recent import TRUST_AFTER
 from watcher.tokens import TokenStore
@@ -306,3 +308,33 @@ def test_once_the_watchers_memory_is_trusted_a_message_after_its_log_is_still_en
     factories.message(db, _id=mid)
     # Then the message's own insert event enqueued it: the watcher remembered the log it had seen
     wait_until(lambda: all_decided(db, [mid]), 10, "delivery of the comm-first message")
+
+
+def test_while_status_jobs_queue_up_logs_arriving_one_by_one_wait_in_batch_jobs(service, client, queue):
+    # Given an active watcher, no worker, and three status jobs already waiting in the queue
+    db = client[service.database]
+    service.spawn("watch")
+    wait_until(lambda: active_watcher(service), 20, "the watcher to be active")
+    enqueuer = Enqueuer(queue)
+    for _ in range(BACKLOG + 1):
+        enqueuer.enqueue(str(bson.ObjectId()))
+    # When 20 messages arrive, each log 10 ms after the one before (each alone in its getMore, were the
+    # stream not lingering)
+    mids = [factories.message(db) for _ in range(20)]
+    for mid in mids:
+        factories.communication(db, mid)
+        time.sleep(0.01)  # the traffic's own pace
+    # Then they wait in batch jobs of several, not in a job each
+    waiting = wait_until(lambda: _jobs_naming(queue, mids), 10, "every message to wait in a job")
+    assert len(waiting) <= 20 // 2, waiting
+
+
+def _jobs_naming(queue, mids) -> list[str] | None:
+    """The queued jobs that name any of ``mids``, once every one of them is named by some job."""
+    named, jobs = set(), []
+    for job in queue.jobs:
+        ids = set(job.args[0]) if isinstance(job.args[0], list) else {job.args[0]}
+        if ids & {str(m) for m in mids}:
+            jobs.append(job.id)
+            named |= ids
+    return jobs if {str(m) for m in mids} <= named else None

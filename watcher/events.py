@@ -18,6 +18,14 @@ from watcher.stream import BadEvent, StreamSpec
 
 log = logging.getLogger(__name__)
 
+LINGER = 0.05
+"""Seconds a stream waits before its next getMore while status jobs queue up: the events that arrive
+meanwhile come in one getMore and wait in one batch job instead of a job each (they would have waited
+behind the queue all the same)."""
+
+BACKLOG = 2
+"""Status jobs waiting in the queue from which the streams linger."""
+
 
 class Events:
     """Turns the events one getMore brought into enqueued status jobs."""
@@ -42,6 +50,10 @@ class Events:
             ids = self._with_log(ids)
         outcomes = self.enqueuer.enqueue_many(ids)
         log.debug("stream %s: %d events: %s", spec.name, len(changes), dict(outcomes))
+
+    def backlogged(self) -> bool:
+        """Whether status jobs queue up (the workers are busy): then the stream lingers (LINGER)."""
+        return self.enqueuer.queue.count >= BACKLOG
 
     def _with_log(self, ids: list[str]) -> list[str]:
         """Those messages whose log is there: seen by the other stream, else (until its memory can be

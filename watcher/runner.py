@@ -24,7 +24,7 @@ from jobs.queueing import BATCH_SIZE, Enqueuer, status_queue
 from jobs.sweep import run_sweep
 from watcher import roles
 from watcher.backoff import Backoff
-from watcher.events import Events
+from watcher.events import LINGER, Events
 from watcher.lock import LeaderLock
 from watcher.recent import RecentLogs
 from watcher.stream import STREAMS, StreamSpec, has_no_change_streams, is_history_lost
@@ -236,6 +236,8 @@ class Watcher:
                     while len(changes) < BATCH_SIZE and _buffered(stream) and (more := stream.try_next()):
                         changes.append(more)
                     self.events.handle(spec, [c for c in changes if c.get("operationType") != "invalidate"])
+                    if self.events.backlogged():
+                        self._pause(LINGER, term)
                 if not stream.alive:  # invalidated: the collection was dropped or renamed; it may come back
                     log.warning("stream %s: invalidated (its collection was dropped or renamed); starting "
                                 "again after the invalidate", spec.name)
