@@ -16,9 +16,20 @@ from typing import Any
 
 from bson import ObjectId
 
-from bench.cost import FULL_COST, QUICK_COST, CostPlan, bench_cost, cost_lines, merge_into
-from bench.report import plot, plot_throughput, report
-from bench.rig import HERE, Rig, System, comm_doc, fresh_rig, message_doc, offer, percentiles, run_system
+from bench.cost import FULL_COST, QUICK_COST, CostPlan, bench_cost, cost_lines
+from bench.report import idle_lines, merge_into, plot, plot_throughput, report, stamp
+from bench.rig import (
+    HERE,
+    Rig,
+    System,
+    comm_doc,
+    fresh_rig,
+    message_doc,
+    offer,
+    percentiles,
+    run_system,
+    wait_quiet,
+)
 from core.defaults import LOG_HORIZON
 from jobs.queueing import Enqueuer, status_queue
 from jobs.sweep import sweep
@@ -182,6 +193,7 @@ def bench_idle(rig: Rig, plan: Plan, results: dict[str, Any]) -> None:
         system = System(name, rig, 2, True)
         try:
             system.ready()
+            wait_quiet(rig.servers[0].pid)
             time.sleep(plan.idle_settle)
             mongo_pid, redis_pid = rig.servers[0].pid, rig.servers[1].pid
             before = (cpu_seconds(mongo_pid), cpu_seconds(redis_pid), system.cpu(), rig.commands())
@@ -242,6 +254,7 @@ def main() -> None:
     parser.add_argument("--drain-only", type=int, nargs="*", metavar="BACKLOG",
                         help="only the drain scenario, for these backlog sizes")
     parser.add_argument("--cost-only", action="store_true", help="only the database work per message scenario")
+    parser.add_argument("--idle-only", action="store_true", help="only the idle scenario")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.drain_only:
@@ -254,6 +267,8 @@ def main() -> None:
         scenarios = [bench_drain]
     if args.cost_only:
         scenarios = [bench_cost]
+    if args.idle_only:
+        scenarios = [bench_idle]
     for scenario in filter(partial(_planned, plan), scenarios):
         # Fresh servers for each scenario: one that a system left busy for minutes cannot slow the next.
         rig = Rig()
@@ -264,9 +279,13 @@ def main() -> None:
             print(f"{scenario.__name__} did not complete: {error}", flush=True)
         finally:
             rig.close()
-    if args.cost_only:  # the other sections of the results file stay as their run left them
-        merge_into(args.out / "results.md", cost_lines(results, plan.cost))
-        print("\n".join(cost_lines(results, plan.cost)))
+    if args.cost_only or args.idle_only:  # the other sections of the results file stay as their run left them
+        lines = cost_lines(results, plan.cost)  # which gives its own run's stamp
+        if args.idle_only and (lines := idle_lines(results, plan)):
+            lines = [*lines[:3], f"{stamp()}, this section alone (`--idle-only`).", "", *lines[3:]]
+        if lines:
+            merge_into(args.out / "results.md", lines)
+        print("\n".join(lines))
         return
     png, throughput = args.out / "latency.png", args.out / "throughput.png"
     text = report(results, plan, png if plot(results, png) else None, args.quick,

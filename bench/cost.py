@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pymongo
@@ -201,14 +200,6 @@ def cost_lines(results: dict[str, Any], plan: CostPlan) -> list[str]:
                    f"{plan.steady_seconds:.0f} s), msgstatus: {steady['emitted']}/{steady['count']} emitted, insert to "
                    f"emit p50 {steady['p50']:.0f} ms, p99 **{steady['p99']:.0f} ms**, max {steady['max']:.0f} ms.")
     return out
-
-
-def merge_into(path: Path, lines: list[str]) -> None:
-    """Put this section into an existing results file in place of its previous one (``--cost-only``)."""
-    text = path.read_text() if path.exists() else "# msgstatus vs the polling job it replaces\n"
-    head, found, rest = text.partition(f"\n{SECTION}\n")
-    after = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
-    path.write_text(head.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + after)
 
 
 def _ratio(ours: dict[str, Any], theirs: dict[str, Any], key: str) -> str:

@@ -147,15 +147,7 @@ def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool, t
                        f"{theirs['emitted']:,} / {theirs['seconds']:.1f} |")
     if throughput:
         out += ["", f"![drain throughput against workers]({throughput.name})"]
-    idle = results.get("idle", {})
-    if idle:
-        stored = plan.idle_stored
-        out += ["", f"## Idle: {stored:,} decided messages stored, nothing to do for {plan.idle_seconds:.0f} s", "",
-                "| system | database server CPU s | Redis CPU s | own processes CPU s | own share of a core | "
-                "database commands / minute |", "|---|---:|---:|---:|---:|---:|"]
-        for name, r in idle.items():
-            out.append(f"| {name} | {r['db_cpu']:.2f} | {r['redis_cpu']:.2f} | {r['own_cpu']:.2f} | "
-                       f"{r['own_cpu'] / r['seconds']:.1%} | {r['commands_per_minute']:.0f} |")
+    out += idle_lines(results, plan)
     if results.get("sweep"):
         out += ["", "## One sweep versus collection size (10 messages pending)", "",
                 "| stored messages | polling: time ms | polling: documents matched against "
@@ -171,3 +163,29 @@ def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool, t
         out += ["", f"**Did not complete:** {error}"]
     return "\n".join(out) + "\n"
 
+
+def merge_into(path: Path, lines: list[str]) -> None:
+    """Put a section (``lines``, its title first after a blank line) into an existing results file in
+    place of its previous one, or at the end: a scenario rerun alone leaves the others as their run left
+    them."""
+    title = lines[1]
+    text = path.read_text() if path.exists() else "# msgstatus vs the polling job it replaces\n"
+    head, found, rest = text.partition(f"\n{title.split(':')[0]}")
+    after = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
+    path.write_text(head.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + after)
+
+
+def idle_lines(results: dict[str, Any], plan: Plan) -> list[str]:
+    """The results file's section on the idle cost."""
+    idle = results.get("idle", {})
+    if not idle:
+        return []
+    out = ["", f"## Idle: {plan.idle_stored:,} decided messages stored, nothing to do for {plan.idle_seconds:.0f} s",
+           "", "Measured once the database server is quiet after the system's start (its index builds over the "
+           "stored messages).", "",
+           "| system | database server CPU s | Redis CPU s | own processes CPU s | own share of a core | "
+           "database commands / minute |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in idle.items():
+        out.append(f"| {name} | {r['db_cpu']:.2f} | {r['redis_cpu']:.2f} | {r['own_cpu']:.2f} | "
+                   f"{r['own_cpu'] / r['seconds']:.1%} | {r['commands_per_minute']:.0f} |")
+    return out

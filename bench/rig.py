@@ -20,6 +20,7 @@ import redis
 from bson import ObjectId
 
 from embedded.processes import free_port, msgstatus_argv, stop, wait_for_port
+from msgstatus.harness import cpu_seconds
 from msgstatus.receiver import Emit, SocketReceiver
 
 SECRET = "bench-secret-that-is-at-least-32-bytes"
@@ -136,6 +137,20 @@ def message_doc(mid: ObjectId, decided: bool = False) -> dict[str, Any]:
 
 def comm_doc(mid: ObjectId) -> dict[str, Any]:
     return {"conv_message_id": mid, "account_id": ObjectId(), "success": True, "provider": "twilio"}
+
+
+QUIET_SHARE = 0.1
+"""Share of a core under which a server counts as quiet (its start-up work done)."""
+
+
+def wait_quiet(pid: int, window: float = 1.0, timeout: float = 120.0) -> None:
+    """Wait until process ``pid`` spends under QUIET_SHARE of a core over two windows in a row (at most
+    ``timeout`` seconds): a system's start-up work (index builds over stored documents) is over."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 2 and time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        quiet = quiet + 1 if cpu_seconds(pid) - before < QUIET_SHARE * window else 0
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
