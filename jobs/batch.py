@@ -31,8 +31,7 @@ from redis.exceptions import RedisError
 from core import metrics
 from core.defaults import EMIT_TIMEOUT
 from jobs import communications, context, messages, wakeup
-from jobs.decisions import Decision, account_of, commit_wave, decision, require_sender
-from jobs.emit import emit_update
+from jobs.decisions import Decision, commit_wave, emitted, observe_emitted
 from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
 from jobs.retries import too_soon
@@ -163,7 +162,6 @@ def _emit(
     starts_by: float,
 ) -> Decision | str:
     """One message's decision, emitted, for the next wave's commit; or where it went instead. Never raises."""
-    res = context.resources()
     if time.monotonic() > starts_by:  # its own job claims it afresh, with a whole lease for its attempt
         release_quietly(oid, token)
         enqueuer.enqueue(str(oid))
@@ -172,12 +170,7 @@ def _emit(
     try:
         if slow:
             spend_on_retry(oid)
-        account_id = account_of(oid, communication)
-        require_sender(oid, message)
-        decided = decision(message, token, communication, messages.now())
-        emit_update(res.http, res.settings.require_socket(), decided.after, account_id, res.settings.app_secret,
-                    communication["_id"])
-        return decided
+        return emitted(oid, token, message, communication)
     except BadMessage:
         release_quietly(oid, token)
         enqueuer.enqueue(str(oid))  # its own job parks it and fails, named in the failed registry
@@ -211,8 +204,7 @@ def _commit(
                 outcomes[oid] = "skipped"  # another worker took it over
     for d in wave:
         if outcomes[d.message_id] in ("delivered", "undelivered"):
-            since_log = messages.now() - messages.inserted_at(logs[d.message_id])
-            metrics.INSERT_TO_EMIT.observe(res.redis, since_log.total_seconds())
+            observe_emitted(logs[d.message_id])
     return outcomes
 
 

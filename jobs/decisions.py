@@ -112,21 +112,34 @@ def decide_and_emit(oid: ObjectId, token: str, message: dict[str, Any], communic
     now is (the same idempotency key).
     """
     res = context.resources()
-    account_id = account_of(oid, communication)
-    socket = res.settings.require_socket()
     for _ in range(RESHAPES + 1):
-        require_sender(oid, message)
-        decided = decision(message, token, communication, messages.now())
-        emit_update(res.http, socket, decided.after, account_id, res.settings.app_secret, communication["_id"])
+        decided = emitted(oid, token, message, communication)
         if write(res.db, decided):
-            since_log = messages.now() - messages.inserted_at(communication)
-            metrics.INSERT_TO_EMIT.observe(res.redis, since_log.total_seconds())
+            observe_emitted(communication)
             return "delivered" if decided.after["delivered"] else "undelivered"
         current = messages.under_claim(res.db, oid, token)
         if current is None:
             return "skipped"  # our lease ran out and another worker took the message
         message = current
     raise RetryableError(f"message {oid}: its metadata changed shape {RESHAPES + 1} times while it was decided")
+
+
+def emitted(oid: ObjectId, token: str, message: dict[str, Any], communication: dict[str, Any]) -> Decision:
+    """The seed's decision of ``message`` (read under our claim ``token``), emitted and not yet written;
+    BadMessage, before any emit, if the log names no account or the message no conversation."""
+    res = context.resources()
+    account_id = account_of(oid, communication)
+    require_sender(oid, message)
+    decided = decision(message, token, communication, messages.now())
+    emit_update(res.http, res.settings.require_socket(), decided.after, account_id, res.settings.app_secret,
+                communication["_id"])
+    return decided
+
+
+def observe_emitted(communication: dict[str, Any]) -> None:
+    """Count how long after its log's insert a message's decision was emitted and written."""
+    since_log = messages.now() - messages.inserted_at(communication)
+    metrics.INSERT_TO_EMIT.observe(context.resources().redis, since_log.total_seconds())
 
 
 def account_of(oid: ObjectId, communication: dict[str, Any]) -> str:
