@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from core import metrics
 from core.defaults import EMIT_TIMEOUT
-from jobs import communications, context, messages, wakeup
+from jobs import context, messages, seenlogs, wakeup
 from jobs.decisions import Decision, commit_wave, emitted, observe_emitted
 from jobs.errors import BadMessage
 from jobs.queueing import Enqueuer, mark, status_queue
@@ -93,7 +93,7 @@ def check_messages(message_ids: list[str]) -> dict[str, int]:
         messages.release_many(res.db, list(soon), token)
         outcomes["retry-pending"] = len(soon)
         held = {oid: doc for oid, doc in held.items() if oid not in soon}
-        logs = communications.communications_for(res.db, list(held))
+        logs = seenlogs.logs_for(res.db, res.redis, list(held))
         waiting = [oid for oid in held if oid not in logs]
         messages.release_many(res.db, waiting, token)
         outcomes["waiting"] = len(waiting)

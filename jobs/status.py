@@ -28,7 +28,7 @@ from rq import Retry, get_current_job
 from rq.timeouts import JobTimeoutException
 
 from core import metrics
-from jobs import budget, communications, context, leases, messages, wakeup
+from jobs import budget, communications, context, leases, messages, seenlogs, wakeup
 from jobs.decisions import decide_and_emit
 from jobs.errors import BadMessage, RetryableError, Shed, describe
 from jobs.queueing import FINAL, job_id, note_error
@@ -178,7 +178,7 @@ def _claim(oid: ObjectId, token: str) -> messages.Claim | str | None:
 
 def _decide_and_emit(oid: ObjectId, lease: messages.Claim) -> Outcome:
     res = context.resources()
-    communication = communications.communication_for(res.db, oid)
+    communication = seenlogs.logs_for(res.db, res.redis, [oid]).get(oid)
     if communication is None:
         # The provider's callback has not arrived; its insert brings the message back.
         messages.release(res.db, oid, lease.token)

@@ -11,7 +11,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from core import metrics
-from jobs import communications
+from jobs import communications, seenlogs
 from jobs.queueing import Enqueuer
 from watcher.recent import RecentLogs
 from watcher.stream import BadEvent, StreamSpec
@@ -37,15 +37,20 @@ class Events:
     def handle(self, spec: StreamSpec, changes: list[dict[str, Any]]) -> None:
         """Count the events, skip (and count) those that name no message, enqueue the rest's jobs."""
         metrics.CHANGE_EVENTS.inc(self.redis, len(changes), stream=spec.name)
-        ids = []
+        ids, seen = [], []
         for change in changes:
+            mid: str | None = None
             try:
-                ids.append(spec.message_id(change))
+                mid = spec.message_id(change)
+                ids.append(mid)
             except (BadEvent, KeyError, TypeError) as error:
                 metrics.BAD_EVENTS.inc(self.redis)
                 log.warning("stream %s: skipped an event: %s", spec.name, error)
+            if spec.names_logs and isinstance(found := change.get("fullDocument"), dict) and "_id" in found:
+                seen.append((mid, found))
         if spec.names_logs:
             self.recent_logs.saw(ids)
+            seenlogs.remember(self.redis, seen)  # before the jobs it serves are enqueued
         if spec.only_with_log and ids:
             ids = self._with_log(ids)
         outcomes = self.enqueuer.enqueue_many(ids)

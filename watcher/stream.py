@@ -9,6 +9,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import OperationFailure
 
+from jobs import seenlogs
 from jobs.messages import COMMUNICATIONS, MESSAGES, SOURCES
 
 HISTORY_LOST = 286
@@ -79,7 +80,8 @@ STREAMS = (
         # its message's job decides it on the log as it is now, or notes a change after the decision.
         pipeline=[
             {"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}},
-            {"$project": {"documentKey": 1, "fullDocument.conv_message_id": 1}},
+            # What a decision reads of a log comes with its event (``jobs.seenlogs``).
+            {"$project": {"documentKey": 1, **{f"fullDocument.{name}": 1 for name in seenlogs.FIELDS}}},
         ],
         message_id=message_id_of_communication,
         full_document="updateLookup",
