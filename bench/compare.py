@@ -17,7 +17,8 @@ from typing import Any
 from bson import ObjectId
 
 from bench.cost import FULL_COST, QUICK_COST, CostPlan, bench_cost, cost_lines
-from bench.report import idle_lines, merge_into, plot, plot_throughput, report, stamp
+from bench.cost import SECTION as COST_SECTION
+from bench.report import IDLE_SECTION, idle_lines, merge_into, plot, plot_throughput, report, stamp
 from bench.rig import (
     HERE,
     Rig,
@@ -280,11 +281,12 @@ def main() -> None:
         finally:
             rig.close()
     if args.cost_only or args.idle_only:  # the other sections of the results file stay as their run left them
-        lines = cost_lines(results, plan.cost)  # which gives its own run's stamp
+        section, lines = COST_SECTION, cost_lines(results, plan.cost)  # which gives its own run's stamp
         if args.idle_only and (lines := idle_lines(results, plan)):
-            lines = [*lines[:3], f"{stamp()}, this section alone (`--idle-only`).", "", *lines[3:]]
+            section, lines = IDLE_SECTION, [*lines[:3], f"{stamp()}, this section alone (`--idle-only`).", "",
+                                            *lines[3:]]
         if lines:
-            merge_into(args.out / "results.md", lines)
+            merge_into(args.out / "results.md", section, lines)
         print("\n".join(lines))
         return
     png, throughput = args.out / "latency.png", args.out / "throughput.png"

@@ -164,13 +164,16 @@ def report(results: dict[str, Any], plan: Plan, png: Path | None, quick: bool, t
     return "\n".join(out) + "\n"
 
 
-def merge_into(path: Path, lines: list[str]) -> None:
+IDLE_SECTION = "## Idle"
+"""How the idle section's title begins (the rest names the run's figures)."""
+
+
+def merge_into(path: Path, section: str, lines: list[str]) -> None:
     """Put a section (``lines``, its title first after a blank line) into an existing results file in
-    place of its previous one, or at the end: a scenario rerun alone leaves the others as their run left
-    them."""
-    title = lines[1]
+    place of the one whose title begins with ``section``, or at the end: a scenario rerun alone leaves the
+    others as their run left them."""
     text = path.read_text() if path.exists() else "# msgstatus vs the polling job it replaces\n"
-    head, found, rest = text.partition(f"\n{title.split(':')[0]}")
+    head, found, rest = text.partition(f"\n{section}")
     after = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
     path.write_text(head.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + after)
 
@@ -180,7 +183,8 @@ def idle_lines(results: dict[str, Any], plan: Plan) -> list[str]:
     idle = results.get("idle", {})
     if not idle:
         return []
-    out = ["", f"## Idle: {plan.idle_stored:,} decided messages stored, nothing to do for {plan.idle_seconds:.0f} s",
+    title = f"{IDLE_SECTION}: {plan.idle_stored:,} decided messages stored, nothing to do for {plan.idle_seconds:.0f} s"
+    out = ["", title,
            "", "Measured once the database server is quiet after the system's start (its index builds over the "
            "stored messages).", "",
            "| system | database server CPU s | Redis CPU s | own processes CPU s | own share of a core | "

@@ -23,6 +23,7 @@ from mongoeco.session import ClientSession
 
 from embedded import membership
 from embedded.planner import IndexedLookups
+from embedded.reindex import ChangedIndexes
 
 WRITE_CONFLICT = 112
 """MongoDB's error code for a write conflict."""
@@ -41,9 +42,10 @@ def write_conflict(message: str) -> OperationFailure:
     )
 
 
-class EmbeddedEngine(IndexedLookups):
-    """A ``MemoryEngine`` whose inserts stay O(1), whose commits conflict per document, whose planner
-    uses more indexes (``embedded.planner``) and whose ``$in`` is linear (``embedded.membership``)."""
+class EmbeddedEngine(ChangedIndexes, IndexedLookups):
+    """A ``MemoryEngine`` whose inserts stay O(1), whose commits conflict per document, whose updates
+    re-index only what they change (``embedded.reindex``), whose planner uses more indexes
+    (``embedded.planner``) and whose ``$in`` is linear (``embedded.membership``)."""
 
     def __init__(self) -> None:
         super().__init__()

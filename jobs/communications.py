@@ -41,10 +41,10 @@ def late_change(db: Database, message_id: ObjectId) -> dict[str, Any] | None:  #
 
 def communications_for(db: Database, message_ids: list[ObjectId]) -> dict[ObjectId, dict[str, Any]]:  # type: ignore[type-arg]
     """Each message's communication log (a successful one if any, else the latest), in one query."""
-    # Some writers store the id as its 24-hex string.
-    keys: list[Any] = [*message_ids, *map(str, message_ids)]
+    if not message_ids:
+        return {}
     found: dict[ObjectId, list[dict[str, Any]]] = {}
-    for log in db[COMMUNICATIONS].find({"conv_message_id": {"$in": keys}}):
+    for log in db[COMMUNICATIONS].find(_naming(message_ids)):
         named = log["conv_message_id"]
         found.setdefault(named if isinstance(named, ObjectId) else ObjectId(named), []).append(log)
     chosen = {}
@@ -56,7 +56,13 @@ def communications_for(db: Database, message_ids: list[ObjectId]) -> dict[Object
 
 def with_communication(db: Database, message_ids: list[ObjectId]) -> set[ObjectId]:  # type: ignore[type-arg]
     """Those of ``message_ids`` that some communication log names (by ObjectId or 24-hex string)."""
-    keys: list[Any] = [*message_ids, *map(str, message_ids)]
-    found = db[COMMUNICATIONS].find({"conv_message_id": {"$in": keys}}, {"conv_message_id": 1, "_id": 0})
+    if not message_ids:
+        return set()
+    found = db[COMMUNICATIONS].find(_naming(message_ids), {"conv_message_id": 1, "_id": 0})
     named = {doc["conv_message_id"] for doc in found}
     return {oid for oid in message_ids if oid in named or str(oid) in named}
+
+
+def _naming(message_ids: list[ObjectId]) -> dict[str, Any]:
+    """The logs that name any of ``message_ids``: some writers store the id as its 24-hex string."""
+    return {"conv_message_id": {"$in": [*message_ids, *map(str, message_ids)]}}

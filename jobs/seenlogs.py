@@ -100,4 +100,4 @@ def logs_for(db: Database, connection: redis.Redis, message_ids: list[ObjectId])
         log.debug("seen logs unavailable (%s); looking all %d up", error, len(message_ids))
         chosen = {}
     rest = [oid for oid in message_ids if oid not in chosen]
-    return {**chosen, **communications_for(db, rest)} if rest else chosen
+    return {**chosen, **communications_for(db, rest)}
