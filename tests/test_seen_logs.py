@@ -8,6 +8,7 @@ import bson
 import redis
 from bson import ObjectId
 
+from core import metrics
 from jobs.seenlogs import LOGS_KEY, latest_delivery
 from tests import factories
 from tests.conftest import Service
@@ -51,12 +52,16 @@ def test_messages_whose_delivered_logs_the_watcher_saw_are_decided_without_looki
     service.spawn("work", "--simple", MONGO_DB_URL=f"{service.mongo_url}&appName={app}")
     wait_until(lambda: active_watcher(service) and catch_up_done(service), 20, "the watcher, caught up")
     before = finds(client, app)
-    # When five messages and their successful logs arrive, one after another
+    r = redis.Redis.from_url(service.redis_url)
+    # When five messages arrive, one after another, each followed by its successful log once the watcher
+    # has seen the message without one (so that only the log's event enqueues its job)
     mids = []
-    for _ in range(5):
+    for i in range(5):
         mids.append(factories.message(db))
+        wait_until(lambda i=i: metrics.value(r, metrics.BEFORE_LOG) == i + 1, 10, "the message's event")
         factories.communication(db, mids[-1])
         wait_until(lambda: db.support_messages.find_one({"_id": mids[-1], "delivered": True}), 20, "the decision")
+    r.close()
     # Then each was decided delivered and emitted once, and the worker never looked a log up
     assert all(len(receiver.emits_for(str(m))) == 1 for m in mids)
     assert finds(client, app) - before == 0
