@@ -6,6 +6,8 @@ import logging
 
 import redis
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import StopRequested
+from rq.worker import BaseWorker, WorkerStatus
 
 from core.defaults import SWEEP_QUEUE
 from core.outage import wait_for_redis
@@ -14,6 +16,34 @@ from jobs import context
 from jobs.queueing import status_queues
 
 log = logging.getLogger(__name__)
+
+
+class _StopsWhenIdle(BaseWorker):
+    """A warm stop of an idle worker that holds even if the exception RQ raises for it is lost.
+
+    RQ's signal handler stops an idle worker by raising StopRequested wherever the
+    worker happens to be; raised inside code that catches and moves on, it is
+    lost, and the worker takes the next job and waits for another, deaf to the
+    stop until a second signal. The request is also kept as the flag RQ's loop
+    checks before each dequeue, and raised again after each round of maintenance.
+    """
+
+    def _shutdown(self) -> None:
+        self._stop_requested = True
+        super()._shutdown()
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        if self._stop_requested and self.get_state() != WorkerStatus.BUSY:
+            raise StopRequested()
+
+
+class StatusWorker(_StopsWhenIdle, Worker):
+    """RQ's forking worker (a work horse per job)."""
+
+
+class SimpleStatusWorker(_StopsWhenIdle, SimpleWorker):
+    """RQ's SimpleWorker (jobs run in the worker process)."""
 
 
 def queues(connection: redis.Redis) -> list[Queue]:
@@ -28,7 +58,7 @@ def run_worker(settings: Settings, simple: bool = False, burst: bool = False) ->
     import jobs.status  # noqa: F401 - loaded once here, not in every forked work horse
 
     connection = redis.Redis.from_url(settings.redis_url)
-    worker_class = SimpleWorker if simple else Worker
+    worker_class: type[BaseWorker] = SimpleStatusWorker if simple else StatusWorker
     try:
         while True:
             worker = worker_class(queues(connection), connection=connection)

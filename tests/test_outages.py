@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import time
 
 import pytest
 import redis
 from rq import Queue
+from rq.exceptions import StopRequested
 
 from core.defaults import SWEEP_QUEUE
 from embedded.processes import free_port
 from jobs import wakeup
+from msgstatus.workers import SimpleStatusWorker, StatusWorker
 from tests import factories
 from tests.conftest import Service, start_redis
 from tests.waiting import wait_until
@@ -69,6 +73,27 @@ def test_an_idle_worker_and_the_scheduler_stop_on_sigterm_and_exit_cleanly(servi
     # Then each exits at once, with 0
     assert worker.wait(10) == 0
     assert scheduler.wait(10) == 0
+
+
+@pytest.mark.parametrize("worker_class", [SimpleStatusWorker, StatusWorker])
+def test_an_idle_worker_whose_stop_request_was_caught_on_its_way_still_stops(redis_url, worker_class):
+    # Given an idle worker whose stop request was caught by code that carried on (RQ's signal handler raises
+    # it as an exception wherever the worker is, and a SIGTERM during its start-up maintenance was lost so)
+    connection = redis.Redis.from_url(redis_url)
+    worker = worker_class([Queue("lost-stop", connection=connection)], connection=connection)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with contextlib.suppress(StopRequested):
+        worker._shutdown()
+    # When it works on, nothing queued
+    started = time.monotonic()
+    try:
+        worker.work(with_scheduler=False)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        connection.close()
+    # Then it stops after its first round of maintenance, instead of waiting for a job
+    assert time.monotonic() - started < 5
 
 
 def test_the_scheduler_stopped_while_redis_is_away_exits_at_once(service, own_redis):
