@@ -47,11 +47,14 @@ def communications_for(db: Database, message_ids: list[ObjectId]) -> dict[Object
     for log in db[COMMUNICATIONS].find(_naming(message_ids)):
         named = log["conv_message_id"]
         found.setdefault(named if isinstance(named, ObjectId) else ObjectId(named), []).append(log)
-    chosen = {}
-    for oid, logs in found.items():
-        successful = [log for log in logs if is_delivery(log.get("success"))]
-        chosen[oid] = max(successful or logs, key=lambda log: log["_id"])
-    return chosen
+    return {oid: deciding(logs) for oid, logs in found.items()}
+
+
+def deciding(logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of a message's logs (at least one), the one the seed decides on: the latest successful one if any,
+    else the latest."""
+    successful = [log for log in logs if is_delivery(log.get("success"))]
+    return max(successful or logs, key=lambda log: log["_id"])
 
 
 def with_communication(db: Database, message_ids: list[ObjectId]) -> set[ObjectId]:  # type: ignore[type-arg]

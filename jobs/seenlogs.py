@@ -26,7 +26,7 @@ from bson import ObjectId
 from pymongo.database import Database
 from redis.exceptions import RedisError
 
-from jobs.communications import communications_for, is_delivery
+from jobs.communications import communications_for, deciding, is_delivery
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def delivering(connection: redis.Redis, message_ids: list[ObjectId]) -> dict[Obj
 def latest_delivery(values: list[bytes]) -> dict[str, Any] | None:
     """The latest (by ``_id``) of the kept logs that say delivered (the others are kept empty)."""
     logs = [bson.decode(value) for value in values if value]
-    return max(logs, key=lambda found: found["_id"]) if logs else None
+    return deciding(logs) if logs else None
 
 
 def logs_for(db: Database, connection: redis.Redis, message_ids: list[ObjectId]) -> dict[ObjectId, dict[str, Any]]:  # type: ignore[type-arg]
