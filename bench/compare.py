@@ -281,10 +281,12 @@ def main() -> None:
         finally:
             rig.close()
     if args.cost_only or args.idle_only:  # the other sections of the results file stay as their run left them
-        section, lines = COST_SECTION, cost_lines(results, plan.cost)  # which gives its own run's stamp
-        if args.idle_only and (lines := idle_lines(results, plan)):
-            section, lines = IDLE_SECTION, [*lines[:3], f"{stamp()}, this section alone (`--idle-only`).", "",
-                                            *lines[3:]]
+        if args.idle_only:
+            section, lines = IDLE_SECTION, idle_lines(results, plan)
+            if lines:
+                lines = [*lines[:3], f"{stamp()}, this section alone (`--idle-only`).", "", *lines[3:]]
+        else:
+            section, lines = COST_SECTION, cost_lines(results, plan.cost)  # which gives its own run's stamp
         if lines:
             merge_into(args.out / "results.md", section, lines)
         print("\n".join(lines))
