@@ -206,6 +206,11 @@ def queue(service: Service) -> Iterator[Queue]:
     r.close()
 
 
+def commands_sent(client: pymongo.MongoClient, app: str, name: str) -> int:
+    """How many ``name`` commands the clients named ``app`` sent so far (the server counts them per appName)."""
+    return int(client.admin.command("serverStatus")["wireCommandsByApp"].get(app, {}).get(name, 0))
+
+
 APP = "msgstatus-under-test"
 """The appName the service's processes give where a test fails only their commands (``fail_point``)."""
 

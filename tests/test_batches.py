@@ -12,7 +12,7 @@ from core import metrics
 from jobs import batch
 from jobs.queueing import Enqueuer, job_id, mark
 from tests import factories
-from tests.conftest import APP
+from tests.conftest import APP, commands_sent
 from tests.test_replica_failures import all_decided_once
 from tests.waiting import settled, wait_until
 
@@ -142,8 +142,8 @@ def test_a_batch_behind_a_hanging_socket_service_starts_no_decision_its_claims_c
 
 
 def commits(client) -> int:
-    """Transactions the service's processes committed so far (the server counts them per appName)."""
-    return client.admin.command("serverStatus")["wireCommandsByApp"].get(APP, {}).get("commitTransaction", 0)
+    """Transactions the service's processes committed so far."""
+    return commands_sent(client, APP, "commitTransaction")
 
 
 def test_a_batchs_decisions_are_committed_together_in_waves(service, db, queue, receiver, client):

@@ -11,14 +11,9 @@ from bson import ObjectId
 from core import metrics
 from jobs.seenlogs import LOGS_KEY, latest_delivery
 from tests import factories
-from tests.conftest import Service
+from tests.conftest import Service, commands_sent
 from tests.test_watcher import active_watcher, catch_up_done
 from tests.waiting import wait_until
-
-
-def finds(client, app: str) -> int:
-    """``find`` commands the clients named ``app`` sent so far (the server counts them per appName)."""
-    return client.admin.command("serverStatus")["wireCommandsByApp"].get(app, {}).get("find", 0)
 
 
 def seen(service: Service, mid: ObjectId) -> dict[bytes, bytes]:
@@ -51,7 +46,7 @@ def test_messages_whose_delivered_logs_the_watcher_saw_are_decided_without_looki
     service.spawn("watch")
     service.spawn("work", "--simple", MONGO_DB_URL=f"{service.mongo_url}&appName={app}")
     wait_until(lambda: active_watcher(service) and catch_up_done(service), 20, "the watcher, caught up")
-    before = finds(client, app)
+    before = commands_sent(client, app, "find")
     r = redis.Redis.from_url(service.redis_url)
     # When five messages arrive, one after another, each followed by its successful log once the watcher
     # has seen the message without one (so that only the log's event enqueues its job)
@@ -64,7 +59,7 @@ def test_messages_whose_delivered_logs_the_watcher_saw_are_decided_without_looki
     r.close()
     # Then each was decided delivered and emitted once, and the worker never looked a log up
     assert all(len(receiver.emits_for(str(m))) == 1 for m in mids)
-    assert finds(client, app) - before == 0
+    assert commands_sent(client, app, "find") - before == 0
 
 
 def test_a_log_corrected_to_failure_before_its_job_runs_decides_its_message_undelivered(service, client, receiver):
