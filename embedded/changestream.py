@@ -21,6 +21,7 @@ from mongoeco.types import Timestamp
 from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.requests import WireRequestContext
 
+from embedded import eventfilter
 from embedded.contexts import own_context
 from embedded.cursors import as_int, cursor_not_found
 from embedded.hub import EmbeddedHub
@@ -163,6 +164,7 @@ class ChangeStreamBridge:
             full_document=spec.get("fullDocument", "default"),
             **self._start_point(spec),
         )
+        eventfilter.install(cursor)
         cursor_id = next(self._ids)
         namespace = f"{db_name}.{command['aggregate'] if command['aggregate'] != 1 else '$cmd.aggregate'}"
         batch_size = as_int((command.get("cursor") or {}).get("batchSize"))
