@@ -25,6 +25,7 @@ import pymongo
 from bson import ObjectId
 from pymongo.collection import Collection
 
+from bench.floor import bench_floor, floor_lines
 from bench.report import stamp
 from bench.rig import SYSTEM_APP, Rig, System, comm_doc, message_doc, offer, percentiles
 from msgstatus.harness import cpu_seconds
@@ -50,12 +51,15 @@ class CostPlan:
     settle: float = TRUST_AFTER + 1
     """Seconds a started system runs before the measurement: start-up work (indexes, the first sweep) is not
     the messages' cost, and the watcher is measured as it runs for days, its memory of seen logs trusted."""
+    floor_rounds: int = 9
+    floor_messages: int = 150
+    """Rounds, and messages per round, of the sequences replayed one message at a time (``bench.floor``)."""
 
 
 FULL_COST = CostPlan()
 
 QUICK_COST = CostPlan(burst=40, trickle=10, plain_updates=200, steady_seconds=0, cap=30, regimes=("burst",),
-                      systems=("msgstatus",), settle=0.5)
+                      systems=("msgstatus",), settle=0.5, floor_rounds=1, floor_messages=10)
 """Enough to see that the scenario runs (``--quick``); its figures mean little."""
 
 
@@ -155,6 +159,10 @@ def bench_cost(rig: Rig, whole: Any, results: dict[str, Any]) -> None:
             got["rate_share"] = (got["emitted"] / got["seconds"]) / plain["rate"]
             results.setdefault("cost", {})[(name, regime)] = got
             print(f"cost {name} {regime}: {got}", flush=True)
+    if plan.floor_rounds:
+        rig.reset()
+        results["floor"] = bench_floor(rig, plan.floor_rounds, plan.floor_messages, plain["cpu_s"])
+        print(f"floor: {results['floor']}", flush=True)
     if not plan.steady_seconds:
         return
     rate = plain["rate"] / STEADY_SHARE
@@ -194,6 +202,7 @@ def cost_lines(results: dict[str, Any], plan: CostPlan) -> list[str]:
             out.append(f"\n{regime.capitalize()}: msgstatus sends **{_ratio(ours, theirs, 'commands_per_message')}** "
                        f"the polling job's commands per message and costs the database "
                        f"**{_ratio(ours, theirs, 'cpu_units')}** its CPU per message.")
+    out += floor_lines(results.get("floor"))
     steady = results.get("steady")
     if steady:
         out.append(f"\nSteady load at 1/{STEADY_SHARE} of the plain-update rate ({steady['rate']:.1f} messages/s for "

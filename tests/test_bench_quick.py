@@ -22,3 +22,4 @@ def test_the_quick_benchmark_compares_both_systems_and_writes_its_report(tmp_pat
                     "## Database work per message"):
         assert heading in report
     assert "| msgstatus | 10/s | 30/30 |" in report and "| polling | 10/s | 30/30 |" in report
+    assert "| least event-driven | getMore, update |" in report
