@@ -65,6 +65,8 @@ class Chaos:
         print(f"chaos: the service logs to {self.service.log_path}", flush=True)
         self.service.wait_ready()
         self.observer.start()
+        if not self.observer.watching.wait(30):
+            raise RuntimeError("the observer's change stream did not open within 30 s")
         self.traffic.start()
         self.settle(3)
 

@@ -147,6 +147,8 @@ class Observer(threading.Thread):
         self.mongo_url, self.database, self.ledger = mongo_url, database, ledger
         self.decisions: dict[str, tuple[Any, Any]] = {}
         self.stopping = threading.Event()
+        self.watching = threading.Event()
+        """Set once its first stream is open: a decision made before would never be seen."""
 
     def run(self) -> None:
         with pymongo.MongoClient[dict[str, Any]](self.mongo_url, serverSelectionTimeoutMS=2000) as client:
@@ -158,6 +160,7 @@ class Observer(threading.Thread):
                         if reopened:  # once the new stream is open, nothing decided from now on is missed
                             self._reconcile(collection, self.ledger.pending(time.time()))
                         reopened = True
+                        self.watching.set()
                         while not self.stopping.is_set():
                             change = stream.try_next()
                             if change is not None:
