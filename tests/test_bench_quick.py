@@ -6,9 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.serial  # measures time or CPU: run alone (make test)
+# Only its report's shape is asserted, none of its figures: it runs beside the other tests.
 
 
 def test_the_quick_benchmark_compares_both_systems_and_writes_its_report(tmp_path):
