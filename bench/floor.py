@@ -58,7 +58,8 @@ class _Stream:
 
         self.thread = threading.Thread(target=read, daemon=True)
         self.thread.start()
-        ready.wait(30)
+        if not ready.wait(30):
+            raise RuntimeError(f"the {spec.name} stream did not open within 30 s")
 
     def close(self) -> None:
         self.stop = True
@@ -81,7 +82,8 @@ def bench_floor(rig: Rig, rounds: int, count: int, plain_cpu: float) -> dict[str
                 rig.db.support_messages.insert_one(message_doc(mid))
                 cid = rig.db.communications.insert_one(comm_doc(mid)).inserted_id
                 for stream in streams:
-                    stream.seen.acquire(timeout=10)
+                    if not stream.seen.acquire(timeout=10):
+                        raise RuntimeError("a change event did not arrive within 10 s")
                 if job:
                     job(mid, cid)
             for _ in range(WARM):
@@ -127,7 +129,8 @@ def _polling(client: pymongo.MongoClient[dict[str, Any]]) -> Job:
 def _msgstatus(db: Any) -> Job:
     def job(mid: ObjectId, cid: ObjectId) -> None:
         claim = messages.claim(db, mid, "floor", 60, lambda holder: True)
-        assert isinstance(claim, messages.Claim), claim
+        if not isinstance(claim, messages.Claim):
+            raise RuntimeError(f"message {mid} could not be claimed: {claim}")
         decisions.write(db, decisions.decision(claim.message, "floor", _log(mid, cid), messages.now()))
     return job
 
