@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -52,37 +53,51 @@ def _db() -> Any:
     return _clients["mongo"].get_default_database("msgstatus")
 
 
+def reset_flag(db: Any, message_id: ObjectId) -> None:
+    """The message's status_queue_in_progress back to false."""
+    db.support_messages.update_one({"_id": message_id}, {"$set": {"status_queue_in_progress": False}})
+
+
 def _reset_flag(job: Any, *args: Any) -> None:
-    """Bull's 'completed' and final 'failed' handlers: status_queue_in_progress back to false."""
-    _db().support_messages.update_one({"_id": ObjectId(job.args[0])}, {"$set": {"status_queue_in_progress": False}})
+    """Bull's 'completed' and final 'failed' handlers."""
+    reset_flag(_db(), ObjectId(job.args[0]))
 
 
 def check_status(message_id: str) -> None:
     """The seed's queue processor."""
     db = _db()
-    oid = ObjectId(message_id)
+    decide(_clients["mongo"], db, ObjectId(message_id), _emit)
+
+
+def decide(client: Any, db: Any, oid: ObjectId, during: Callable[[Any, Any], None]) -> None:
+    """The processor's lookup and transactional update of one message; ``during`` runs inside the
+    transaction with the message as updated and its communication (the seed emits there)."""
     communication = db.communications.find_one({"conv_message_id": oid})
     if communication:
         if communication.get("success"):  # the seed's truthiness
             data = {"metadata": {"communication_id": communication["_id"]}, "delivered": True}
         else:
             data = {"delivered": False}
-        client = _clients["mongo"]
         with client.start_session() as session, session.start_transaction():
             message = db.support_messages.find_one_and_update(
                 {"_id": oid}, {"$set": data}, return_document=pymongo.ReturnDocument.AFTER, session=session
             )
-            token = jwt.encode(
-                {"conversation_id": str(message["sender_id"]), "account_id": str(communication["account_id"]),
-                 "type": "team", "iat": int(time.time()), "exp": int(time.time()) + 120},
-                os.environ["APP_SECRET"], algorithm="HS256",
-            )
-            response = _clients["http"].post(
-                f"{os.environ['CONVERSATION_SOCKET']}/emit",
-                json={"event": "updateMessage", "data": node_json(message)},
-                headers={"Authorization": f"Bearer {token}", "x-account-id": str(communication["account_id"])},
-            )
-            response.raise_for_status()
+            during(message, communication)
+
+
+def _emit(message: Any, communication: Any) -> None:
+    """The seed's emit: updateMessage with a JWT good for 2 minutes; an error status raises (Bull retries)."""
+    token = jwt.encode(
+        {"conversation_id": str(message["sender_id"]), "account_id": str(communication["account_id"]),
+         "type": "team", "iat": int(time.time()), "exp": int(time.time()) + 120},
+        os.environ["APP_SECRET"], algorithm="HS256",
+    )
+    response = _clients["http"].post(
+        f"{os.environ['CONVERSATION_SOCKET']}/emit",
+        json={"event": "updateMessage", "data": node_json(message)},
+        headers={"Authorization": f"Bearer {token}", "x-account-id": str(communication["account_id"])},
+    )
+    response.raise_for_status()
 
 
 def poll_once(db: Any, queue: Queue) -> int:

@@ -2,7 +2,7 @@
 time on one embedded server, in alternating rounds:
 
 - the polling job's: its lookup (``find``), its decision (``findAndModify`` in a transaction, and the
-  commit) and its flag's reset (``update``), as ``bench.baseline_polling.check_status`` sends them; no
+  commit) and its flag's reset (``update``), through ``bench.baseline_polling``'s own code; no
   change stream open;
 - msgstatus's: both change streams open as the watcher holds them, a ``getMore`` reading each insert's
   event, then the job's claim (``findAndModify``) and its decision (``update``);
@@ -24,6 +24,7 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 
+from bench import baseline_polling
 from bench.rig import Rig, comm_doc, message_doc
 from jobs import decisions, messages
 from msgstatus.harness import cpu_seconds
@@ -118,11 +119,8 @@ def _polling(client: pymongo.MongoClient[dict[str, Any]]) -> Job:
     db = client.msgstatus
 
     def job(mid: ObjectId, cid: ObjectId) -> None:
-        log = db.communications.find_one({"conv_message_id": mid})
-        data = {"metadata": {"communication_id": log["_id"] if log else cid}, "delivered": True}
-        with client.start_session() as session, session.start_transaction():
-            db.support_messages.find_one_and_update({"_id": mid}, {"$set": data}, session=session)
-        db.support_messages.update_one({"_id": mid}, {"$set": {"status_queue_in_progress": False}})
+        baseline_polling.decide(client, db, mid, lambda message, communication: None)  # no emit: no database work
+        baseline_polling.reset_flag(db, mid)
     return job
 
 
