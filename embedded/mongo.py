@@ -4,7 +4,8 @@ In memory, one process, one asyncio loop. It adds to mongoeco's proxy the
 change streams (``embedded.changestream``), document-level transaction
 conflicts and constant-time inserts (``embedded.engine``), the replies of a
 one-node replica set's primary (``embedded.replset``), retryable writes and
-transactions that end as MongoDB's do (``embedded.retryable``), and, for tests only, the ``failCommand`` fail point
+transactions that end as MongoDB's do (``embedded.retryable``), document copies
+that share immutable values (``embedded.copies``), and, for tests only, the ``failCommand`` fail point
 (``embedded.failpoints``).
 """
 
@@ -20,7 +21,7 @@ from mongoeco.api import AsyncMongoClient
 from mongoeco.wire import AsyncMongoEcoProxyServer
 from mongoeco.wire.auth import WireAuthUser
 
-from embedded import admin, cursors, replies
+from embedded import admin, copies, cursors, replies
 from embedded.changestream import ChangeStreamBridge
 from embedded.contexts import app_name
 from embedded.defaults import HISTORY_SIZE, REPLICA_SET
@@ -61,6 +62,7 @@ class EmbeddedMongo:
         self, host: str = "127.0.0.1", port: int = 0, history_size: int = HISTORY_SIZE,
         users: tuple[WireAuthUser, ...] = (), replica_set: str = REPLICA_SET, test_commands: bool = False,
     ) -> None:
+        copies.install()
         self.client = AsyncMongoClient(engine=EmbeddedEngine())
         # Swapped in before anything uses the client (its constructor takes no hub).
         self.client._change_hub = EmbeddedHub(max_retained_events=history_size)
