@@ -11,10 +11,15 @@ to day, so only such ratios carry.
 Regimes: a burst (``burst`` messages and their logs written at once, the system
 running) and a trickle (``trickle`` messages one every ``gap`` s, each log right
 after its message). Each ends when every message is emitted (or at ``cap``).
+
+Each regime runs in ``rounds`` rounds, both systems in each, the first to go alternating from round to
+round: a figure is the median of the rounds, and a ratio the median of each round's own ratio, since one
+run of the embedded server on its own varies by a fifth or more.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +51,8 @@ class CostPlan:
     steady_seconds: float = 20.0
     cap: float = 180.0
     """Seconds a regime may take before it counts as not done."""
+    rounds: int = 3
+    """Rounds of each regime, both systems in each (a figure is the rounds' median)."""
     regimes: tuple[str, ...] = ("burst", "trickle")
     systems: tuple[str, ...] = ("msgstatus", "polling")
     settle: float = TRUST_AFTER + 1
@@ -58,7 +65,7 @@ class CostPlan:
 
 FULL_COST = CostPlan()
 
-QUICK_COST = CostPlan(burst=40, trickle=10, plain_updates=200, steady_seconds=0, cap=30, regimes=("burst",),
+QUICK_COST = CostPlan(burst=40, trickle=10, plain_updates=200, steady_seconds=0, cap=30, rounds=1, regimes=("burst",),
                       systems=("msgstatus",), settle=0.5, floor_rounds=1, floor_messages=10)
 """Enough to see that the scenario runs (``--quick``); its figures mean little."""
 
@@ -152,13 +159,21 @@ def bench_cost(rig: Rig, whole: Any, results: dict[str, Any]) -> None:
     }
     for regime in plan.regimes:
         count, write = regimes[regime]
-        alone = writes_alone(rig, write)
-        for name in plan.systems:
-            got = run_regime(rig, name, count, write, alone, plan)
-            got["cpu_units"] = got["cpu_per_message_s"] / plain["cpu_s"]
-            got["rate_share"] = (got["emitted"] / got["seconds"]) / plain["rate"]
-            results.setdefault("cost", {})[(name, regime)] = got
-            print(f"cost {name} {regime}: {got}", flush=True)
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in plan.systems}
+        for number in range(plan.rounds):
+            unit = plain_updates(rig, plan.plain_updates) if number else plain
+            alone = writes_alone(rig, write)
+            order = plan.systems if number % 2 == 0 else plan.systems[::-1]
+            for name in order:
+                got = run_regime(rig, name, count, write, alone, plan)
+                got["cpu_units"] = got["cpu_per_message_s"] / unit["cpu_s"]
+                got["rate_share"] = (got["emitted"] / got["seconds"]) / unit["rate"]
+                rounds[name].append(got)
+                print(f"cost {name} {regime} round {number + 1}: {got}", flush=True)
+        for name, runs in rounds.items():
+            results.setdefault("cost", {})[(name, regime)] = median_run(runs)
+            results.setdefault("cost_rounds", {})[(name, regime)] = runs
+
     if plan.floor_rounds:
         rig.reset()
         results["floor"] = bench_floor(rig, plan.floor_rounds, plan.floor_messages, plain["cpu_s"])
@@ -177,6 +192,14 @@ def bench_cost(rig: Rig, whole: Any, results: dict[str, Any]) -> None:
     print(f"steady {rate:.1f}/s: {results['steady']}", flush=True)
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One regime's figures for one system over its rounds: medians, the fewest emitted, the median run's mix."""
+    middle = sorted(runs, key=lambda run: run["cpu_units"])[len(runs) // 2]
+    return {**middle, "emitted": min(run["emitted"] for run in runs),
+            **{key: statistics.median(run[key] for run in runs)
+               for key in ("commands_per_message", "cpu_per_message_s", "cpu_units", "rate_share")}}
+
+
 def cost_lines(results: dict[str, Any], plan: CostPlan) -> list[str]:
     """The results file's section on database work per message."""
     cost, plain = results.get("cost"), results.get("plain")
@@ -185,23 +208,28 @@ def cost_lines(results: dict[str, Any], plan: CostPlan) -> list[str]:
     out = ["", SECTION, "",
            f"{stamp()}. Commands the systems sent (counted by the server per client), and the database "
            f"server's CPU less the test traffic's own writes, per message, in units of one plain "
-           f"`find_one_and_update` of the same run ({plain['cpu_s'] * 1e3:.2f} ms of server CPU; "
-           f"{plain['rate']:.0f} plain updates/s). Burst: "
+           f"`find_one_and_update` measured before each round (the first: {plain['cpu_s'] * 1e3:.2f} ms of "
+           f"server CPU, {plain['rate']:.0f} plain updates/s). Burst: "
            f"{plan.burst:,} messages and their logs written at once; trickle: {plan.trickle} messages one every "
-           f"{plan.gap * 1000:.0f} ms, each log right after its message. 2 SimpleWorkers each. "
+           f"{plan.gap * 1000:.0f} ms, each log right after its message. 2 SimpleWorkers each. Each regime ran "
+           f"{plan.rounds} round(s), both systems in each on fresh servers, the first to go alternating: figures "
+           "are the rounds' medians (emitted: the fewest), ratios the median of each round's own ratio. "
            "Rerun: `make bench` (or `python -m bench.compare --cost-only`).", "",
-           "| regime | system | emitted | commands / message | by command | server CPU / message (plain updates) "
-           "| drain rate / plain-update rate |", "|---|---|---:|---:|---|---:|---:|"]
+           "| regime | system | emitted | commands / message | by command (median round) | server CPU / message "
+           "(plain updates): median, rounds | drain rate / plain-update rate |", "|---|---|---:|---:|---|---|---:|"]
+    rounds = results.get("cost_rounds", {})
     for (name, regime), r in cost.items():
         names = ", ".join(f"{k} {v:.2f}" for k, v in r["commands"].items())
+        each = ", ".join(f"{run['cpu_units']:.2f}" for run in rounds.get((name, regime), []))
         out.append(f"| {regime} | {name} | {r['emitted']}/{r['count']} | {r['commands_per_message']:.2f} | "
-                   f"{names} | {r['cpu_units']:.2f} | {r['rate_share']:.2f} |")
+                   f"{names} | {r['cpu_units']:.2f} ({each}) | {r['rate_share']:.2f} |")
     for regime in ("burst", "trickle"):
-        ours, theirs = cost.get(("msgstatus", regime)), cost.get(("polling", regime))
+        ours, theirs = rounds.get(("msgstatus", regime)), rounds.get(("polling", regime))
         if ours and theirs:
-            out.append(f"\n{regime.capitalize()}: msgstatus sends **{_ratio(ours, theirs, 'commands_per_message')}** "
-                       f"the polling job's commands per message and costs the database "
-                       f"**{_ratio(ours, theirs, 'cpu_units')}** its CPU per message.")
+            commands, cpu = _ratios(ours, theirs, "commands_per_message"), _ratios(ours, theirs, "cpu_units")
+            out.append(f"\n{regime.capitalize()}: msgstatus sends **{_median(commands)}** the polling job's commands "
+                       f"per message and costs the database **{_median(cpu)}** its CPU per message (rounds: "
+                       f"{', '.join(f'{r:.2f}x' for r in cpu)}).")
     out += floor_lines(results.get("floor"))
     steady = results.get("steady")
     if steady:
@@ -211,5 +239,10 @@ def cost_lines(results: dict[str, Any], plan: CostPlan) -> list[str]:
     return out
 
 
-def _ratio(ours: dict[str, Any], theirs: dict[str, Any], key: str) -> str:
-    return f"{ours[key] / theirs[key]:.2f}x" if theirs[key] else "-"
+def _ratios(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], key: str) -> list[float]:
+    """Each round's ratio of ours to theirs (rounds where theirs is zero left out)."""
+    return [a[key] / b[key] for a, b in zip(ours, theirs, strict=True) if b[key]]
+
+
+def _median(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x" if ratios else "-"
