@@ -171,7 +171,6 @@ def bench_cost(rig: Rig, whole: Any, results: dict[str, Any]) -> None:
                 rounds[name].append(got)
                 print(f"cost {name} {regime} round {number + 1}: {got}", flush=True)
         for name, runs in rounds.items():
-            results.setdefault("cost", {})[(name, regime)] = median_run(runs)
             results.setdefault("cost_rounds", {})[(name, regime)] = runs
 
     if plan.floor_rounds:
@@ -202,8 +201,8 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def cost_lines(results: dict[str, Any], plan: CostPlan) -> list[str]:
     """The results file's section on database work per message."""
-    cost, plain = results.get("cost"), results.get("plain")
-    if not cost or not plain:
+    rounds, plain = results.get("cost_rounds"), results.get("plain")
+    if not rounds or not plain:
         return []
     out = ["", SECTION, "",
            f"{stamp()}. Commands the systems sent (counted by the server per client), and the database "
@@ -217,10 +216,10 @@ def cost_lines(results: dict[str, Any], plan: CostPlan) -> list[str]:
            "Rerun: `make bench` (or `python -m bench.compare --cost-only`).", "",
            "| regime | system | emitted | commands / message | by command (median round) | server CPU / message "
            "(plain updates): median, rounds | drain rate / plain-update rate |", "|---|---|---:|---:|---|---|---:|"]
-    rounds = results.get("cost_rounds", {})
-    for (name, regime), r in cost.items():
+    for (name, regime), runs in rounds.items():
+        r = median_run(runs)
         names = ", ".join(f"{k} {v:.2f}" for k, v in r["commands"].items())
-        each = ", ".join(f"{run['cpu_units']:.2f}" for run in rounds.get((name, regime), []))
+        each = ", ".join(f"{run['cpu_units']:.2f}" for run in runs)
         out.append(f"| {regime} | {name} | {r['emitted']}/{r['count']} | {r['commands_per_message']:.2f} | "
                    f"{names} | {r['cpu_units']:.2f} ({each}) | {r['rate_share']:.2f} |")
     for regime in ("burst", "trickle"):
